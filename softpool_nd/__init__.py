@@ -1,0 +1,11 @@
+"""softpool_nd: SoftPool (Stergiou, Poppe and Kalliatakis, ICCV 2021) for N-d arrays.
+
+Every pooling window is reduced to the softmax-weighted mean of its values.
+Start with :func:`pool`; :func:`forward` and :func:`backward` are the explicit
+pair other frameworks call for autograd.
+"""
+from ._api import backward, forward, output_shape, pool
+from ._geometry import Geometry, make_geometry
+
+__version__ = "0.1.0"
+__all__ = ["pool", "forward", "backward", "output_shape", "Geometry", "make_geometry", "__version__"]

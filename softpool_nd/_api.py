@@ -1,0 +1,246 @@
+"""The public functions: check arguments, build the geometry, call a backend."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ._dispatch import backend_for
+from ._geometry import make_geometry
+
+__all__ = ["pool", "forward", "backward", "output_shape"]
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _shape_of(x, argname):
+    shape = getattr(x, "shape", None)
+    if shape is None or not hasattr(x, "dtype"):
+        raise TypeError(
+            f"{argname} of type {type(x).__qualname__} is not an array; convert it first, e.g. numpy.asarray({argname})"
+        )
+    return tuple(shape)
+
+
+def _float_dtype(x, argname):
+    """(compute dtype, accumulation dtype) for an input dtype, as numpy.mean types it."""
+    dt = np.dtype(x.dtype)
+    if dt.type in _FLOATS:
+        pass
+    elif dt.kind in "biu":
+        dt = np.dtype(np.float64)
+    else:
+        raise TypeError(
+            f"{argname} has dtype {dt} (input shape {tuple(x.shape)}); SoftPool takes float16, float32, "
+            f"float64, integer or bool arrays"
+        )
+    return dt, np.dtype(np.float64 if dt == np.float64 else np.float32)
+
+
+def _check_beta(beta, shape):
+    if not isinstance(beta, numbers.Real) or isinstance(beta, (bool, np.bool_)):
+        raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
+    if not math.isfinite(beta):
+        raise ValueError(f"beta={beta!r} must be finite (input shape {shape})")
+    return float(beta)
+
+
+def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argname="x"):
+    shape = _shape_of(x, argname)
+    backend = backend_for(x, argname)
+    geom = make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
+    dtype, acc_dtype = _float_dtype(x, argname)
+    beta = _check_beta(beta, shape)
+    if x.dtype != dtype:
+        x = x.astype(dtype)
+    return x, geom, dtype, acc_dtype, beta, backend
+
+
+def _output_like(name, a, shape, dtype, backend, in_shape):
+    """Check an output-shaped array (grad_y, y, lse) and bring it to ``dtype``."""
+    got = _shape_of(a, name)
+    if got != tuple(shape):
+        raise ValueError(f"{name} has shape {got} but the pooled output has shape {tuple(shape)} (input shape {in_shape})")
+    if backend_for(a, name) is not backend:
+        raise TypeError(f"{name} is a {type(a).__qualname__} but x is handled by the {backend.name} backend (input shape {in_shape})")
+    _float_dtype(a, name)
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None):
+    """Shape of the pooled output for an input of ``shape``, without computing it.
+
+    Parameters are those of :func:`pool`.
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> import softpool_nd
+    >>> softpool_nd.output_shape((8, 3, 32, 32), kernel=3, stride=2, padding=1)
+    (8, 3, 16, 16)
+    >>> softpool_nd.output_shape((10, 7), kernel=(2, 3), ceil_mode=True)
+    (5, 3)
+    """
+    return make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes).out_shape
+
+
+def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0):
+    """SoftPool and the log-sum-exp of every window, for a later :func:`backward`.
+
+    Parameters are those of :func:`pool` (without ``out``).
+
+    Returns
+    -------
+    y : array
+        The pooled array, as :func:`pool` returns it.
+    lse : array
+        ``log(sum(exp(beta * x_i)))`` over the real cells of each window, shaped
+        like ``y``, in the accumulation dtype (float32 for float16 and float32
+        inputs, float64 otherwise).
+
+    Examples
+    --------
+    >>> import numpy as np, softpool_nd
+    >>> y, lse = softpool_nd.forward(np.array([0.0, 1.0, 2.0, 2.0]), kernel=2)
+    >>> np.round(y, 4), np.round(lse, 4)
+    (array([0.7311, 2.    ]), array([1.3133, 2.6931]))
+    """
+    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
+    return _forward(x, geom, dtype, acc_dtype, beta, backend, None)
+
+
+def _forward(x, geom, dtype, acc_dtype, beta, backend, out):
+    if math.prod(geom.out_shape) == 0:
+        y = backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out
+        return y, backend.xp.empty(geom.out_shape, dtype=acc_dtype)
+    return backend.forward(x, geom, beta, acc_dtype, out)
+
+
+def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
+    """SoftPool: reduce every pooling window to the softmax-weighted mean of its values.
+
+    For a window W of real (non-padding) cells, ``w_i = exp(beta*x_i) / sum_W exp(beta*x_j)``
+    and ``y = sum_W w_i * x_i``. ``beta=1`` is the paper's SoftPool, ``beta=0`` the
+    mean, large ``beta`` approaches max pooling and negative ``beta`` a soft minimum.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or cupy.ndarray
+        Input of any rank >= 1 and any memory layout. float16, float32 and float64
+        keep their dtype (float16 accumulates in float32); integer and bool
+        inputs give float64.
+    kernel : int or tuple of int, default 2
+        Window size, one int for every pooled axis or one per pooled axis.
+    stride : int or tuple of int, optional
+        Step between windows; defaults to ``kernel``.
+    padding : int, tuple, 'valid' or 'same', default 0
+        Implicit padding per pooled axis: an int, a tuple of ints, a tuple of
+        ``(before, after)`` pairs, ``'valid'`` (none) or ``'same'``
+        (``out = ceil(L / stride)``, the odd cell after). Padded cells never take
+        part in a window.
+    dilation : int or tuple of int, default 1
+        Spacing between the cells of a window.
+    ceil_mode : bool, default False
+        Round the output length up, as in PyTorch: a last window that would
+        start inside the right padding is dropped.
+    axes : int or tuple of int, optional
+        Pooled axes. By default a tuple ``kernel`` pools the trailing
+        ``len(kernel)`` axes; an int ``kernel`` pools every axis from the third
+        on (batch and channel lead), or every axis of a 1-d or 2-d input.
+    beta : float, default 1.0
+        Inverse temperature; any finite value.
+    out : array, optional
+        Preallocated result of the output shape and result dtype.
+
+    Returns
+    -------
+    array
+        Pooled array of shape :func:`output_shape` of ``x.shape``, on the
+        input's device.
+
+    Raises
+    ------
+    TypeError
+        For a non-array input, an unsupported dtype or a wrongly typed argument.
+    ValueError
+        For an out-of-range argument, a window made only of padding or an empty output.
+
+    Examples
+    --------
+    >>> import numpy as np, softpool_nd
+    >>> x = np.array([[0.0, 1.0, 4.0, 4.0],
+    ...               [1.0, 0.0, 4.0, 4.0]])
+    >>> softpool_nd.pool(x, kernel=2)
+    array([[0.53788284, 4.        ]])
+    >>> softpool_nd.pool(x, kernel=2, beta=0.0)
+    array([[0.5, 4. ]])
+    """
+    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
+    if out is not None:
+        out_shape = _shape_of(out, "out")
+        if backend_for(out, "out") is not backend:
+            raise TypeError(f"out is a {type(out).__qualname__} but x is a {type(x).__qualname__} (input shape {geom.in_shape})")
+        if out_shape != geom.out_shape or out.dtype != dtype:
+            raise ValueError(
+                f"out has shape {out_shape} and dtype {out.dtype} but the result has shape {geom.out_shape} "
+                f"and dtype {dtype} (input shape {geom.in_shape})"
+            )
+        flags = getattr(out, "flags", None)
+        if flags is not None and not flags.writeable:
+            raise ValueError(f"out is read-only (input shape {geom.in_shape})")
+    return _forward(x, geom, dtype, acc_dtype, beta, backend, out)[0]
+
+
+def backward(
+    grad_y, x, kernel=2, stride=None, padding=0, *,
+    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+):
+    """Gradient of a scalar loss with respect to ``x``, given its gradient w.r.t. the pooled output.
+
+    Parameters
+    ----------
+    grad_y : array
+        Gradient with respect to ``pool(x, ...)``; must have the output shape.
+    x : array
+        The input of the forward pass.
+    kernel, stride, padding, dilation, ceil_mode, axes, beta
+        As given to :func:`forward`.
+    y, lse : array, optional
+        The outputs of :func:`forward`. When both are given they are used as
+        they are; otherwise they are recomputed.
+    gradient : {'exact', 'weights'}, default 'exact'
+        ``'exact'`` is the true vector-Jacobian product
+        ``sum_W grad_y_W * w_Wj * (1 + beta * (x_j - y_W))``. ``'weights'`` is
+        ``sum_W grad_y_W * w_Wj``, the rule of the paper's reference CUDA code,
+        which treats the weights as constants.
+
+    Returns
+    -------
+    array
+        ``grad_x`` with the shape and dtype of ``x`` (float64 for integer ``x``).
+        Cells that belong to no window get 0.
+
+    Examples
+    --------
+    >>> import numpy as np, softpool_nd
+    >>> x = np.array([0.0, 1.0, 2.0, 2.0])
+    >>> y, lse = softpool_nd.forward(x, kernel=2)
+    >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
+    array([0.0734, 0.9266, 0.5   , 0.5   ])
+    """
+    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
+    if gradient not in ("exact", "weights"):
+        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
+    grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
+    if math.prod(geom.in_shape) == 0:
+        return backend.xp.zeros(geom.in_shape, dtype=dtype)
+    if y is None or lse is None:
+        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, None)
+    else:
+        y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
+        lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
+    return backend.backward(grad_y, x, y, lse, geom, beta, acc_dtype, gradient == "exact")

@@ -1,0 +1,37 @@
+"""Pick the backend for an array by the package its type comes from.
+
+As in einops, a backend is a module found by the array's type and imported
+only when such an array is first seen, so that importing softpool_nd stays
+cheap and optional frameworks stay optional.
+"""
+import importlib
+
+import numpy as np
+
+__all__ = ["backend_for", "register"]
+
+# top-level package of the array type -> module implementing forward/backward
+_BACKENDS = {
+    "numpy": "softpool_nd.cpu.backend",
+    "cupy": "softpool_nd.gpu.backend",
+}
+
+
+def register(package, module):
+    """Route arrays whose type is defined in ``package`` to backend ``module``."""
+    _BACKENDS[package] = module
+
+
+def backend_for(x, argname="x"):
+    """The backend module for array ``x``; TypeError for anything else."""
+    if isinstance(x, np.ndarray):
+        return importlib.import_module(_BACKENDS["numpy"])
+    package = type(x).__module__.split(".")[0]
+    if package in _BACKENDS:
+        return importlib.import_module(_BACKENDS[package])
+    shape = getattr(x, "shape", None)
+    where = f" (input shape {tuple(shape)})" if shape is not None else ""
+    raise TypeError(
+        f"{argname} of type {type(x).__module__}.{type(x).__qualname__}{where} is not an array softpool_nd "
+        f"can pool; pass a numpy.ndarray (numpy.asarray({argname}) converts lists) or a cupy.ndarray"
+    )

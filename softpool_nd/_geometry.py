@@ -1,0 +1,240 @@
+"""Pooling geometry: the one place where user arguments become numbers.
+
+Every public entry point turns ``kernel``, ``stride``, ``padding``,
+``dilation``, ``ceil_mode`` and ``axes`` into a :class:`Geometry` through
+:func:`make_geometry`; backends consume that object and never look at the
+user's arguments again.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Geometry", "make_geometry"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Immutable description of one pooling over an N-d array.
+
+    All per-axis tuples have one entry per pooled axis, in the order of
+    ``axes`` (which is sorted ascending).
+
+    Attributes
+    ----------
+    in_shape, out_shape : tuple of int
+        Full shapes of the input and of the pooled output.
+    axes : tuple of int
+        The pooled axes, non-negative and ascending.
+    kernel, stride, dilation, pad_lo, pad_hi : tuple of int
+        Window size, step, spacing of window cells and implicit padding
+        before/after, per pooled axis.
+    """
+
+    in_shape: tuple
+    out_shape: tuple
+    axes: tuple
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    pad_lo: tuple
+    pad_hi: tuple
+
+    def full(self):
+        """Per-array-axis ``(L, O, K, S, D, P)`` with unpooled axes as kernel 1.
+
+        Treating an unpooled axis as a pooled one with kernel, stride and
+        dilation 1 and no padding lets a kernel walk every axis the same way.
+        """
+        rows = []
+        pooled = dict(zip(self.axes, range(len(self.axes))))
+        for a, (n, m) in enumerate(zip(self.in_shape, self.out_shape)):
+            if a in pooled:
+                i = pooled[a]
+                rows.append((n, m, self.kernel[i], self.stride[i], self.dilation[i], self.pad_lo[i]))
+            else:
+                rows.append((n, m, 1, 1, 1, 0))
+        return tuple(rows)
+
+    @property
+    def overlapping(self):
+        """True when some input cell belongs to more than one window."""
+        return any(d * (k - 1) + 1 > s for k, s, d in zip(self.kernel, self.stride, self.dilation))
+
+
+def _where(shape):
+    return f"(input shape {tuple(shape)})"
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _per_axis(name, value, n, shape, allow_none=False):
+    """Expand an int or a sequence of ints into an n-tuple of Python ints."""
+    if value is None and allow_none:
+        return None
+    if _is_int(value):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and all(_is_int(v) for v in value):
+        if len(value) != n:
+            raise ValueError(
+                f"{name}={value!r} has {len(value)} entries but {n} axes are pooled {_where(shape)}; "
+                f"give one entry per pooled axis or a single int"
+            )
+        return tuple(int(v) for v in value)
+    raise TypeError(f"{name}={value!r} must be an int or a tuple of ints {_where(shape)}")
+
+
+def _resolve_axes(ndim, kernel, axes, shape):
+    if axes is None:
+        if isinstance(kernel, (tuple, list)):
+            n = len(kernel)
+            if n == 0 or n > ndim:
+                raise ValueError(
+                    f"kernel={kernel!r} names {n} axes but the input has {ndim} {_where(shape)}; "
+                    f"pass axes= to choose the pooled axes"
+                )
+            return tuple(range(ndim - n, ndim))
+        return tuple(range(2, ndim)) if ndim >= 3 else tuple(range(ndim))
+    raw = (axes,) if _is_int(axes) else axes
+    if not isinstance(raw, (tuple, list)) or not all(_is_int(a) for a in raw):
+        raise TypeError(f"axes={axes!r} must be an int or a tuple of ints {_where(shape)}")
+    if len(raw) == 0:
+        raise ValueError(f"axes={axes!r} pools no axis {_where(shape)}")
+    norm = []
+    for a in raw:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axes={axes!r}: axis {a} is out of range for a {ndim}-d input {_where(shape)}")
+        norm.append(int(a) % ndim)
+    if len(set(norm)) != len(norm):
+        raise ValueError(f"axes={axes!r} repeats an axis {_where(shape)}")
+    return tuple(norm)
+
+
+def _padding(padding, n, shape):
+    """Return per-axis (lo, hi) pairs, or the string 'same' to be resolved later."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * n
+        if padding == "same":
+            return "same"
+        raise ValueError(f"padding={padding!r} is not a known padding; use an int, a tuple, 'valid' or 'same' {_where(shape)}")
+    if _is_int(padding):
+        return ((int(padding), int(padding)),) * n
+    if isinstance(padding, (tuple, list)):
+        if len(padding) != n:
+            raise ValueError(
+                f"padding={padding!r} has {len(padding)} entries but {n} axes are pooled {_where(shape)}"
+            )
+        pairs = []
+        for p in padding:
+            if _is_int(p):
+                pairs.append((int(p), int(p)))
+            elif isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p):
+                pairs.append((int(p[0]), int(p[1])))
+            else:
+                raise TypeError(
+                    f"padding={padding!r}: entry {p!r} must be an int or a (before, after) pair {_where(shape)}"
+                )
+        return tuple(pairs)
+    raise TypeError(f"padding={padding!r} must be an int, a tuple, 'valid' or 'same' {_where(shape)}")
+
+
+def _check_windows(axis, n, out, k, s, d, lo, shape, padding):
+    """Raise if some window along one axis would hold only padding cells."""
+    starts = np.arange(out, dtype=np.int64) * s - lo
+    first = np.maximum(0, -(starts // d))  # index of the first cell at or right of 0
+    ok = (first < k) & (starts + first * d < n)
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        raise ValueError(
+            f"padding={padding!r}: window {bad} along axis {axis} holds only padding cells {_where(shape)}; "
+            f"reduce the padding or the dilation"
+        )
+
+
+def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
+    """Validate pooling arguments against an input shape.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of the input array.
+    kernel, stride, padding, dilation, ceil_mode, axes
+        As in :func:`softpool_nd.pool`.
+
+    Returns
+    -------
+    Geometry
+
+    Examples
+    --------
+    >>> make_geometry((1, 3, 8, 8), 2).out_shape
+    (1, 3, 4, 4)
+    """
+    shape = tuple(int(n) for n in shape)
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError("the input is 0-d (input shape ()); SoftPool needs at least one axis to pool")
+    if not (_is_int(kernel) or isinstance(kernel, (tuple, list))):
+        raise TypeError(f"kernel={kernel!r} must be an int or a tuple of ints {_where(shape)}")
+    axes_t = _resolve_axes(ndim, kernel, axes, shape)
+    n = len(axes_t)
+    k = _per_axis("kernel", kernel, n, shape)
+    s = _per_axis("stride", stride, n, shape, allow_none=True) or k
+    d = _per_axis("dilation", dilation, n, shape)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode={ceil_mode!r} must be True or False {_where(shape)}")
+    for name, raw, vals in (("kernel", kernel, k), ("stride", stride, s), ("dilation", dilation, d)):
+        if min(vals) < 1:
+            raise ValueError(f"{name}={raw!r} must be >= 1 on every pooled axis {_where(shape)}")
+    pads = _padding(padding, n, shape)
+    if pads != "same" and any(p < 0 for pair in pads for p in pair):
+        raise ValueError(f"padding={padding!r} must not be negative {_where(shape)}")
+
+    # Order the per-axis values by axis so equal geometries compare equal.
+    order = sorted(range(n), key=lambda i: axes_t[i])
+    axes_t = tuple(axes_t[i] for i in order)
+    k, s, d = (tuple(v[i] for i in order) for v in (k, s, d))
+    if pads != "same":
+        pads = tuple(pads[i] for i in order)
+
+    out_shape = list(shape)
+    lo_t, hi_t = [], []
+    for i, a in enumerate(axes_t):
+        L, span = shape[a], d[i] * (k[i] - 1) + 1
+        if pads == "same":
+            out = -(-L // s[i])
+            total = max((out - 1) * s[i] + span - L, 0)
+            lo, hi = total // 2, total - total // 2
+        else:
+            lo, hi = pads[i]
+        num = L + lo + hi - span
+        if num < 0:
+            raise ValueError(
+                f"kernel={kernel!r} with dilation={dilation!r} spans {span} cells, more than the "
+                f"{L + lo + hi} (padded) cells of axis {a} {_where(shape)}; the output would be empty"
+            )
+        if ceil_mode:
+            out = -(-num // s[i]) + 1
+            if (out - 1) * s[i] >= L + lo:
+                out -= 1
+        else:
+            out = num // s[i] + 1
+        _check_windows(a, L, out, k[i], s[i], d[i], lo, shape, padding)
+        out_shape[a] = out
+        lo_t.append(lo)
+        hi_t.append(hi)
+    return Geometry(
+        in_shape=shape,
+        out_shape=tuple(out_shape),
+        axes=axes_t,
+        kernel=k,
+        stride=s,
+        dilation=d,
+        pad_lo=tuple(lo_t),
+        pad_hi=tuple(hi_t),
+    )

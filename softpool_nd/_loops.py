@@ -1,0 +1,81 @@
+"""Turn a Geometry and array strides into the integer table kernels walk.
+
+Both backends (numba on the CPU, CUDA on the GPU) read the same table: one
+row per loop dimension, columns given by the constants below. Unpooled axes
+appear as kernel-1 dimensions, size-1 axes are dropped and neighbouring
+unpooled axes that are contiguous in every array are merged, so a
+(N, C, H, W) pooling over H and W walks three dimensions, not four. The last
+row is the innermost loop: the dimension with the smallest input stride, so
+that the innermost loop reads memory in order whatever the layout
+(channels-last included).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Column indices of a loop table.
+L, O, K, S, D, P, XS, YS, GS = range(9)
+NCOLS = 9
+
+__all__ = ["L", "O", "K", "S", "D", "P", "XS", "YS", "GS", "NCOLS", "loop_table", "layout_order", "element_strides"]
+
+
+def element_strides(a):
+    """Strides of ``a`` in elements; None when one is not a whole number of elements."""
+    item = a.dtype.itemsize
+    if any(s % item for s in a.strides):
+        return None
+    return tuple(s // item for s in a.strides)
+
+
+def layout_order(strides):
+    """Axis permutation from the slowest to the fastest varying axis of an array.
+
+    Allocating outputs in this order gives them the memory layout of the input
+    (channels-last stays channels-last), as ``torch.preserve_format`` does.
+    """
+    return tuple(sorted(range(len(strides)), key=lambda a: (-abs(strides[a]), a)))
+
+
+def loop_table(geom, x_strides, y_strides, g_strides=None):
+    """Build the int64 loop table for one call.
+
+    Parameters
+    ----------
+    geom : Geometry
+    x_strides : tuple of int
+        Element strides of the input (may be negative or zero).
+    y_strides : tuple of int
+        Element strides shared by every output-shaped array (y, lse, grad_y).
+    g_strides : tuple of int, optional
+        Element strides of grad_x (backward only); defaults to ``x_strides``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (ndims, NCOLS), int64; the last row is the innermost loop.
+    """
+    if g_strides is None:
+        g_strides = x_strides
+    rows = [
+        list(r) + [xs, ys, gs]
+        for r, xs, ys, gs in zip(geom.full(), x_strides, y_strides, g_strides)
+    ]
+    rows = [r for r in rows if not (r[L] == 1 and r[O] == 1 and r[K] == 1)]
+    merged = []
+    for r in rows:
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and prev[K] == 1 and r[K] == 1 and prev[P] == 0 and r[P] == 0
+            and prev[XS] == r[L] * r[XS] and prev[YS] == r[O] * r[YS] and prev[GS] == r[L] * r[GS]
+        ):
+            merged[-1] = [prev[L] * r[L], prev[O] * r[O], 1, 1, 1, 0, r[XS], r[YS], r[GS]]
+        else:
+            merged.append(r)
+    if not merged:
+        merged = [[1, 1, 1, 1, 1, 0, 0, 0, 0]]
+    # Outer dimensions from the largest input stride down keep consecutive
+    # rows close in memory; the smallest input stride goes innermost.
+    merged.sort(key=lambda r: (-abs(r[XS]), -r[L]))
+    return np.ascontiguousarray(merged, dtype=np.int64)

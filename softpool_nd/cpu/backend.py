@@ -1,0 +1,91 @@
+"""NumPy arrays in, numba kernels run, NumPy arrays out.
+
+This module only prepares memory: it views arrays as flat buffers (no copy
+for any layout), allocates outputs in the input's layout and builds the loop
+table. The arithmetic lives in :mod:`softpool_nd.cpu.kernels`.
+"""
+import numba
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .._loops import element_strides, layout_order, loop_table
+from . import kernels
+
+name = "cpu"
+xp = np
+
+
+def _storage(a):
+    """Half precision travels as uint16 (numba has no float16 arrays)."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
+
+
+def _flat(a, writeable=False):
+    """A 1-D view over the memory of ``a`` and the element offset of ``a[0, ..., 0]``.
+
+    Negative-stride axes are flipped so the view starts at the lowest address;
+    no element is copied.
+    """
+    flip = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)
+    b = a[flip]
+    item = a.dtype.itemsize
+    offset = sum((n - 1) * -s for n, s in zip(a.shape, a.strides) if s < 0) // item
+    span = sum((n - 1) * s for n, s in zip(b.shape, b.strides)) // item + 1
+    return as_strided(_storage(b), shape=(span,), strides=(item,), writeable=writeable), offset
+
+
+def empty_like_layout(shape, like_strides, dtype):
+    """An uninitialised array of ``shape`` whose axes are ordered in memory like ``like_strides``."""
+    order = layout_order(like_strides)
+    buf = np.empty(tuple(shape[a] for a in order), dtype=dtype)
+    return buf.transpose(np.argsort(order))
+
+
+def _tasks():
+    """Blocks of work per call: enough for load balance across numba's threads."""
+    return 8 * numba.get_num_threads()
+
+
+def _whole(a):
+    """``a`` itself, or a contiguous copy when a stride is not a whole number of elements."""
+    return a if element_strides(a) is not None else np.ascontiguousarray(a)
+
+
+def forward(x, geom, beta, acc_dtype, out=None):
+    """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` when given."""
+    x = _whole(x)
+    xflat, x0 = _flat(x)
+    lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype)
+    ys = element_strides(lse)
+    direct = out is not None and element_strides(out) == ys
+    y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
+    tab = loop_table(geom, element_strides(x), ys)
+    kernels.forward(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], _flat(lse, True)[0], _tasks())
+    if out is not None and not direct:
+        out[...] = y
+        y = out
+    return y, lse
+
+
+def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+    """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
+    x = _whole(x)
+    ys = element_strides(empty_like_layout(geom.out_shape, x.strides, np.uint8))
+
+    def aligned(a):
+        """Copy an output-shaped array into the shared layout only when it is not in it."""
+        if element_strides(a) == ys:
+            return a
+        b = empty_like_layout(geom.out_shape, x.strides, a.dtype)
+        b[...] = a
+        return b
+
+    gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
+    gx = empty_like_layout(x.shape, x.strides, x.dtype)
+    xflat, x0 = _flat(x)
+    tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
+    kernels.backward(
+        _flat(gy)[0], xflat, x0, _flat(y)[0], _flat(lse)[0], tab,
+        acc_dtype.type(beta), exact, _flat(gx, True)[0], _tasks(),
+    )
+    return gx
