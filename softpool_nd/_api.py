@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from . import _interop
 from ._dispatch import backend_for
 from ._geometry import make_geometry
 
@@ -109,8 +110,9 @@ def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False,
     >>> np.round(y, 4), np.round(lse, 4)
     (array([0.7311, 2.    ]), array([1.3133, 2.6931]))
     """
+    (x,), to_caller = _interop.native(x)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    return _forward(x, geom, dtype, acc_dtype, beta, backend, None)
+    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
 
 
 def _forward(x, geom, dtype, acc_dtype, beta, backend, out):
@@ -179,6 +181,7 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
     >>> softpool_nd.pool(x, kernel=2, beta=0.0)
     array([[0.5, 4. ]])
     """
+    (x, out), to_caller = _interop.native(x, out)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if out is not None:
         out_shape = _shape_of(out, "out")
@@ -192,7 +195,7 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
         flags = getattr(out, "flags", None)
         if flags is not None and not flags.writeable:
             raise ValueError(f"out is read-only (input shape {geom.in_shape})")
-    return _forward(x, geom, dtype, acc_dtype, beta, backend, out)[0]
+    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out)[0])
 
 
 def backward(
@@ -232,15 +235,16 @@ def backward(
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
     array([0.0734, 0.9266, 0.5   , 0.5   ])
     """
+    (grad_y, x, y, lse), to_caller = _interop.native(grad_y, x, y, lse)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
     grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
     if math.prod(geom.in_shape) == 0:
-        return backend.xp.zeros(geom.in_shape, dtype=dtype)
+        return to_caller(backend.xp.zeros(geom.in_shape, dtype=dtype))
     if y is None or lse is None:
         y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, None)
     else:
         y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
         lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
-    return backend.backward(grad_y, x, y, lse, geom, beta, acc_dtype, gradient == "exact")
+    return to_caller(backend.backward(grad_y, x, y, lse, geom, beta, acc_dtype, gradient == "exact"))

@@ -3,6 +3,15 @@
 As in einops, a backend is a module found by the array's type and imported
 only when such an array is first seen, so that importing softpool_nd stays
 cheap and optional frameworks stay optional.
+
+Every backend module provides ``name``, ``xp`` (its array namespace) and::
+
+    forward(x, geom, beta, acc_dtype, out=None) -> (y, lse)
+    backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact) -> grad_x
+
+with arguments already checked and converted by ``softpool_nd._api``: ``x`` is
+float16/32/64, ``beta`` a Python float, ``geom`` a Geometry with a non-empty
+output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``.
 """
 import importlib
 
@@ -14,6 +23,7 @@ __all__ = ["backend_for", "register"]
 _BACKENDS = {
     "numpy": "softpool_nd.cpu.backend",
     "cupy": "softpool_nd.gpu.backend",
+    "dask": "softpool_nd.dask.backend",
 }
 
 
