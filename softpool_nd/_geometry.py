@@ -213,17 +213,17 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
         else:
             lo, hi = pads[i]
         num = L + lo + hi - span
-        if num < 0:
-            raise ValueError(
-                f"kernel={kernel!r} with dilation={dilation!r} spans {span} cells, more than the "
-                f"{L + lo + hi} (padded) cells of axis {a} {_where(shape)}; the output would be empty"
-            )
         if ceil_mode:
             out = -(-num // s[i]) + 1
             if (out - 1) * s[i] >= L + lo:
                 out -= 1
         else:
             out = num // s[i] + 1
+        if out < 1:
+            raise ValueError(
+                f"kernel={kernel!r} with dilation={dilation!r} spans {span} cells, more than the "
+                f"{L + lo + hi} (padded) cells of axis {a} {_where(shape)}; the output would be empty"
+            )
         _check_windows(a, L, out, k[i], s[i], d[i], lo, shape, padding)
         out_shape[a] = out
         lo_t.append(lo)

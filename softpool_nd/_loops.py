@@ -37,6 +37,11 @@ def layout_order(strides):
     return tuple(sorted(range(len(strides)), key=lambda a: (-abs(strides[a]), a)))
 
 
+def _is_batch(row):
+    """An unpooled dimension: every cell is its own window."""
+    return row[K] == 1 and row[S] == 1 and row[P] == 0
+
+
 def loop_table(geom, x_strides, y_strides, g_strides=None):
     """Build the int64 loop table for one call.
 
@@ -67,7 +72,7 @@ def loop_table(geom, x_strides, y_strides, g_strides=None):
         prev = merged[-1] if merged else None
         if (
             prev is not None
-            and prev[K] == 1 and r[K] == 1 and prev[P] == 0 and r[P] == 0
+            and _is_batch(prev) and _is_batch(r)
             and prev[XS] == r[L] * r[XS] and prev[YS] == r[O] * r[YS] and prev[GS] == r[L] * r[GS]
         ):
             merged[-1] = [prev[L] * r[L], prev[O] * r[O], 1, 1, 1, 0, r[XS], r[YS], r[GS]]

@@ -1,0 +1,45 @@
+"""``softpool-nd bench``: run the CPU comparison and, where a GPU is present, the GPU one.
+
+The benchmarks themselves live in ``softpool_nd.bench`` (CPU) and
+``softpool_nd.gpu.check`` (GPU); each ``run(quick)`` prints its table and
+returns it. They are imported only here, so a build without them still offers
+every other command.
+"""
+import importlib
+
+from ._errors import CLIError
+from ._gpu import cuda_devices
+
+__all__ = ["run"]
+
+
+def _load(module, what):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise CLIError(f"this installation of softpool_nd has no {what} ({module} is missing)") from None
+        raise CLIError(f"the {what} needs '{exc.name}', which is not installed ({module}: {exc})") from None
+
+
+def run(quick=False, out=print):
+    """Run the benchmarks; ``out`` receives the status lines.
+
+    Returns
+    -------
+    int
+        0 when every benchmark that applies here ran.
+
+    Raises
+    ------
+    CLIError
+        When the CPU benchmark module, or the GPU one on a machine with a GPU, is missing.
+    """
+    _load("softpool_nd.bench", "CPU benchmark").run(quick=quick)
+    devices, reason = cuda_devices()
+    if not devices:
+        out(f"GPU comparison skipped: {reason}.")
+        return 0
+    out(f"GPU: {devices[0][0]}")
+    _load("softpool_nd.gpu.check", "GPU benchmark").run(quick=quick)
+    return 0

@@ -1,0 +1,230 @@
+// SoftPool CUDA kernels, compiled at run time by CuPy (NVRTC) and, for the
+// tests, by g++ through host_shim.h.
+//
+// Every kernel walks a loop table (softpool_nd/_loops.py): one row per loop
+// dimension with the columns of the enum below, the last row innermost.
+// The table travels by value in a fixed-size struct, so a launch needs no
+// device allocation; launch.py refuses tables with more than SP_MAX_DIMS rows.
+//
+// The arithmetic is that of softpool_nd/cpu/kernels.py, operation for
+// operation: z = beta*x (0 when beta == 0), m = max z with ref = x at the
+// maximum (0 when not finite), e = 1 if z == m else exp(z - m),
+// y = ref + sum(e*(x - ref)) / sum(e), lse = m + log(sum(e)).
+//
+// No shared memory, no warp intrinsics and no atomics: every thread owns its
+// output cell, so the host shim can run the grid thread by thread and the
+// results do not depend on scheduling.
+//
+// Template parameters: T the stored type, A the accumulation type (float for
+// half, bfloat16 and float; double for double), I the index type (int when
+// every offset fits, long long otherwise).
+
+#ifdef SOFTPOOL_HOST
+#include "host_shim.h"
+#else
+#include <cuda_fp16.h>
+#if SOFTPOOL_BF16
+#include <cuda_bf16.h>
+#endif
+#endif
+
+#define SP_MAX_DIMS 16
+
+// Column order of softpool_nd._loops (checked by tests/test_gpu_host.py).
+enum { COL_L, COL_O, COL_K, COL_S, COL_D, COL_P, COL_XS, COL_YS, COL_GS, SP_NCOLS };
+
+struct LoopTable {
+    long long ndim;
+    long long r[SP_MAX_DIMS][SP_NCOLS];
+};
+
+__device__ __forceinline__ float sp_acc(float v) { return v; }
+__device__ __forceinline__ double sp_acc(double v) { return v; }
+__device__ __forceinline__ float sp_acc(__half v) { return __half2float(v); }
+#if SOFTPOOL_BF16
+__device__ __forceinline__ float sp_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+#endif
+
+template <typename T> struct Store;
+template <> struct Store<float> {
+    __device__ __forceinline__ static float from(float v) { return v; }
+};
+template <> struct Store<double> {
+    __device__ __forceinline__ static double from(double v) { return v; }
+};
+template <> struct Store<__half> {
+    __device__ __forceinline__ static __half from(float v) { return __float2half_rn(v); }
+};
+#if SOFTPOOL_BF16
+template <> struct Store<__nv_bfloat16> {
+    __device__ __forceinline__ static __nv_bfloat16 from(float v) { return __float2bfloat16_rn(v); }
+};
+#endif
+
+__device__ __forceinline__ float sp_exp(float v) { return expf(v); }
+__device__ __forceinline__ double sp_exp(double v) { return exp(v); }
+__device__ __forceinline__ float sp_log(float v) { return logf(v); }
+__device__ __forceinline__ double sp_log(double v) { return log(v); }
+// v - v is 0 for finite v and NaN for infinities and NaN, in any precision.
+template <typename A> __device__ __forceinline__ bool sp_finite(A v) { return v - v == A(0); }
+
+// The cells of one window (or the windows of one input cell): an odometer
+// over at most SP_MAX_DIMS dimensions, each with a count and a memory step.
+// Dimensions with a single position are left out, so the usual pooling of two
+// or three axes runs two or three counters.
+template <typename I> struct Odometer {
+    int n;
+    I cnt[SP_MAX_DIMS];
+    I step[SP_MAX_DIMS];
+
+    __device__ __forceinline__ void add(I count, I stride) {
+        if (count > 1) {
+            cnt[n] = count;
+            step[n] = stride;
+            ++n;
+        }
+    }
+
+    // Calls f(offset) for every position, the first dimension added fastest.
+    template <typename F> __device__ __forceinline__ void each(I base, F f) const {
+        I pos[SP_MAX_DIMS];
+        for (int a = 0; a < n; ++a) pos[a] = 0;
+        I off = base;
+        for (;;) {
+            f(off);
+            int a = 0;
+            for (; a < n; ++a) {
+                off += step[a];
+                if (++pos[a] < cnt[a]) break;
+                off -= cnt[a] * step[a];
+                pos[a] = 0;
+            }
+            if (a == n) return;
+        }
+    }
+};
+
+// Range [lo, hi) of window cells i with 0 <= start + i*d < n.
+template <typename I> __device__ __forceinline__ void sp_clip(I start, I k, I d, I n, I& lo, I& hi) {
+    lo = start >= 0 ? I(0) : (-start + d - 1) / d;
+    hi = start + (k - 1) * d < n ? k : (n - 1 - start) / d + 1;
+    if (hi < lo) hi = lo;
+}
+
+template <typename T, typename A, typename I>
+__global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* __restrict__ lse,
+                                 const LoopTable tab, const A beta, const I n_out) {
+    const int nd = (int)tab.ndim;
+    const A zero = A(0);
+    for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
+        Odometer<I> win;
+        win.n = 0;
+        I rem = idx, xbase = 0, ybase = 0;
+        for (int a = nd - 1; a >= 0; --a) {
+            const long long* r = tab.r[a];
+            const I O = (I)r[COL_O], S = (I)r[COL_S], D = (I)r[COL_D], XS = (I)r[COL_XS];
+            const I o = rem % O;
+            rem /= O;
+            ybase += o * (I)r[COL_YS];
+            const I start = o * S - (I)r[COL_P];
+            I lo, hi;
+            sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], lo, hi);
+            xbase += (start + lo * D) * XS;
+            win.add(hi - lo, D * XS);
+        }
+        A ref = sp_acc(x[xbase]);
+        A m = beta != zero ? ref * beta : zero;
+        win.each(xbase, [&](I off) {
+            const A v = sp_acc(x[off]);
+            const A z = beta != zero ? v * beta : zero;
+            if (z > m) {
+                m = z;
+                ref = v;
+            }
+        });
+        if (!sp_finite(ref)) ref = zero;
+        A s = zero, t = zero;
+        win.each(xbase, [&](I off) {
+            const A v = sp_acc(x[off]);
+            const A z = beta != zero ? v * beta : zero;
+            const A e = z == m ? A(1) : sp_exp(z - m);
+            s += e;
+            t += e > zero ? e * (v - ref) : zero;
+        });
+        y[ybase] = Store<T>::from(ref + t / s);
+        lse[ybase] = m + sp_log(s);
+    }
+}
+
+template <typename I> __device__ __forceinline__ I sp_gcd(I a, I b) {
+    while (b != 0) {
+        const I t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+// Backward, one thread per input cell, gathering over the windows that hold it.
+// Overlap false is the fast path for windows that never share a cell
+// (stride >= dilated span on every axis): at most one window per cell.
+template <typename T, typename A, typename I, bool Overlap>
+__global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ y,
+                                  const A* __restrict__ lse, T* __restrict__ gx, const LoopTable tab,
+                                  const A beta, const int exact, const I n_in) {
+    const int nd = (int)tab.ndim;
+    const A zero = A(0);
+    const bool bracket = exact && beta != zero;
+    for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_in; idx += (I)blockDim.x * (I)gridDim.x) {
+        Odometer<I> wins;
+        wins.n = 0;
+        bool any = true;
+        I rem = idx, xbase = 0, gbase = 0, ybase = 0;
+        for (int a = nd - 1; a >= 0; --a) {
+            const long long* r = tab.r[a];
+            const I L = (I)r[COL_L], O = (I)r[COL_O], K = (I)r[COL_K], S = (I)r[COL_S], D = (I)r[COL_D],
+                    P = (I)r[COL_P], YS = (I)r[COL_YS];
+            const I j = rem % L;
+            rem /= L;
+            xbase += j * (I)r[COL_XS];
+            gbase += j * (I)r[COL_GS];
+            const I t = j + P;
+            if (!Overlap) {
+                const I o = t / S, off = t - o * S;
+                any = any && o < O && off % D == 0 && off <= (K - 1) * D;
+                ybase += o * YS;
+                continue;
+            }
+            // windows o with o*S <= t <= o*S + (K-1)*D and (t - o*S) % D == 0
+            const I far = t - (K - 1) * D;
+            const I lo = far > 0 ? (far + S - 1) / S : I(0);
+            const I hi = t / S + 1 < O ? t / S + 1 : O;
+            I first = lo;
+            while (first < hi && (t - first * S) % D != 0) ++first;
+            if (first >= hi) {
+                any = false;
+                continue;
+            }
+            // members recur every D / gcd(S, D) windows
+            const I every = D == 1 ? I(1) : D / sp_gcd<I>(S, D);
+            ybase += first * YS;
+            wins.add((hi - 1 - first) / every + 1, every * YS);
+        }
+        A g = zero;
+        if (any) {
+            const A v = sp_acc(x[xbase]);
+            const A z = beta != zero ? v * beta : zero;
+            auto gather = [&](I w_at) {
+                const A w = sp_exp(z - lse[w_at]);
+                if (w != zero) {
+                    A term = w * sp_acc(gy[w_at]);
+                    if (bracket) term *= A(1) + beta * (v - sp_acc(y[w_at]));
+                    g += term;
+                }
+            };
+            if (Overlap) wins.each(ybase, gather);
+            else gather(ybase);
+        }
+        gx[gbase] = Store<T>::from(g);
+    }
+}
