@@ -177,7 +177,7 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
     >>> x = np.array([[0.0, 1.0, 4.0, 4.0],
     ...               [1.0, 0.0, 4.0, 4.0]])
     >>> softpool_nd.pool(x, kernel=2)
-    array([[0.53788284, 4.        ]])
+    array([[0.73105858, 4.        ]])
     >>> softpool_nd.pool(x, kernel=2, beta=0.0)
     array([[0.5, 4. ]])
     """
@@ -233,7 +233,7 @@ def backward(
     >>> x = np.array([0.0, 1.0, 2.0, 2.0])
     >>> y, lse = softpool_nd.forward(x, kernel=2)
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
-    array([0.0734, 0.9266, 0.5   , 0.5   ])
+    array([0.0723, 0.9277, 0.5   , 0.5   ])
     """
     (grad_y, x, y, lse), to_caller = _interop.native(grad_y, x, y, lse)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)

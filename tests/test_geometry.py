@@ -44,7 +44,7 @@ def test_default_axes():
 def test_padding_forms_and_same():
     g = make_geometry((1, 1, 10, 7), 3, stride=2, padding=((1, 0), 2))
     assert (g.pad_lo, g.pad_hi, g.out_shape) == ((1, 2), (0, 2), (1, 1, 5, 5))
-    assert make_geometry((1, 1, 10, 7), 3, padding="valid").out_shape == (1, 1, 8, 5)
+    assert make_geometry((1, 1, 10, 7), 3, stride=1, padding="valid").out_shape == (1, 1, 8, 5)
     same = make_geometry((1, 1, 10, 7), 3, stride=2, padding="same")
     assert same.out_shape == (1, 1, 5, 4)
     # total padding (out-1)*s + span - L: 4*2+3-10 = 1 -> (0, 1); 3*2+3-7 = 2 -> (1, 1)

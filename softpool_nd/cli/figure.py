@@ -1,4 +1,6 @@
 """Side-by-side panels with labels, written as PNG or animated GIF (Pillow, the ``demo`` extra)."""
+from dataclasses import dataclass
+
 import numpy as np
 
 from ._errors import CLIError, optional_import
@@ -12,13 +14,13 @@ _TEXT = (225, 225, 225)
 _HIGHLIGHT = (255, 214, 64)
 
 
+@dataclass(frozen=True)
 class Panel:
     """One image in the grid: float array in [0, 1] (H x W or H x W x 3), label lines, highlighted or not."""
 
-    def __init__(self, image, lines, highlight=False):
-        self.image = image
-        self.lines = tuple(lines)
-        self.highlight = highlight
+    image: np.ndarray
+    lines: tuple
+    highlight: bool = False
 
 
 def _pil():

@@ -1,0 +1,166 @@
+"""Kernel names, argument packing and grid sizes: the one launch path.
+
+A *launcher* runs a named kernel instantiation over a 1-D grid. There are
+two: :class:`softpool_nd.gpu.cuda.CupyLauncher` (CuPy RawModule, NVRTC) and
+:class:`softpool_nd.gpu.host.HostLauncher` (the same ``softpool.cu``
+compiled by g++ through ``host_shim.h``). Everything up to the launch itself
+(which instantiation, which index width, how the loop table is packed, how
+many blocks) happens here, identically for both, so that tests on the host
+exercise the code a GPU runs except CuPy itself.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
+
+__all__ = [
+    "MAX_DIMS", "SOURCE_DIR", "TABLE_DTYPE", "Launcher", "bfloat16_dtype", "instantiations",
+    "kernel_types", "source", "launch_forward", "launch_backward",
+]
+
+SOURCE_DIR = Path(__file__).resolve().parent
+
+#: Most loop-table rows a kernel accepts; SP_MAX_DIMS in softpool.cu.
+MAX_DIMS = 16
+
+#: The kernels' LoopTable struct, passed by value.
+TABLE_DTYPE = np.dtype([("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS))])
+
+_INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
+
+
+def bfloat16_dtype():
+    """numpy dtype of ml_dtypes.bfloat16, or None when ml_dtypes is not installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def kernel_types(bf16):
+    """Map stored dtype -> (C++ stored type, C++ accumulation type, accumulation dtype)."""
+    types = {
+        np.dtype(np.float16): ("__half", "float", np.dtype(np.float32)),
+        np.dtype(np.float32): ("float", "float", np.dtype(np.float32)),
+        np.dtype(np.float64): ("double", "double", np.dtype(np.float64)),
+    }
+    bf = bfloat16_dtype() if bf16 else None
+    if bf is not None:
+        types[bf] = ("__nv_bfloat16", "float", np.dtype(np.float32))
+    return types
+
+
+def _forward_name(t, a, i):
+    return f"softpool_forward<{t}, {a}, {i}>"
+
+
+def _backward_name(t, a, i, overlap):
+    return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}>"
+
+
+def instantiations(bf16):
+    """Every kernel name expression, in a fixed order."""
+    names = []
+    for t, a, _ in kernel_types(bf16).values():
+        for i in _INDEX.values():
+            names.append(_forward_name(t, a, i))
+            names.extend(_backward_name(t, a, i, ov) for ov in (False, True))
+    return names
+
+
+def source():
+    """Text of softpool.cu."""
+    return (SOURCE_DIR / "softpool.cu").read_text()
+
+
+class Launcher:
+    """Runs kernel instantiations by name over a 1-D grid.
+
+    Subclasses set ``names`` (the instantiations they compiled), ``block``
+    (threads per block) and implement :meth:`max_blocks` and :meth:`launch`.
+    ``index64`` forces 64-bit indexing (tests use it to cover both widths).
+    """
+
+    names: tuple = ()
+    block: int = 256
+    index64: bool = False
+    bf16: bool = False
+
+    def max_blocks(self):
+        """Largest useful grid; grid-stride loops cover the rest."""
+        raise NotImplementedError
+
+    def launch(self, name, grid, args):
+        """Run kernel ``name`` on ``grid`` blocks of ``self.block`` threads with ``args``."""
+        raise NotImplementedError
+
+    def types(self, dtype, acc_dtype, shape):
+        """(C++ stored type, C++ accumulation type) for a dtype pair; TypeError when not compiled."""
+        entry = kernel_types(self.bf16).get(np.dtype(dtype))
+        if entry is None or entry[2] != np.dtype(acc_dtype):
+            raise TypeError(
+                f"x has dtype {np.dtype(dtype)} with accumulation dtype {np.dtype(acc_dtype)} (input shape {shape}); "
+                f"the GPU kernels take float16, float32, float64{' and bfloat16' if self.bf16 else ''}"
+            )
+        return entry[0], entry[1]
+
+    def grid(self, n):
+        """Blocks for ``n`` threads' worth of work."""
+        return max(1, min(-(-n // self.block), self.max_blocks()))
+
+
+def pack_table(tab, shape):
+    """The loop table as a LoopTable struct value; ValueError past MAX_DIMS rows."""
+    if tab.shape[0] > MAX_DIMS:
+        raise ValueError(
+            f"the input (input shape {tuple(shape)}) needs {tab.shape[0]} loop dimensions but the GPU kernels "
+            f"handle at most {MAX_DIMS}; merge or squeeze axes first"
+        )
+    packed = np.zeros((), dtype=TABLE_DTYPE)
+    packed["ndim"] = tab.shape[0]
+    packed["r"][: tab.shape[0]] = tab
+    return packed[()]
+
+
+def _index(launcher, tab, n_threads):
+    """'int' when every index a kernel forms fits in 31 bits, else 'long long'.
+
+    Bounds every intermediate: thread indices up to n + one full grid, and
+    per row the largest position (length, padding, dilated window, stride)
+    times the largest stride, summed over rows.
+    """
+    strides = np.maximum(np.abs(tab[:, XS:GS + 1]).max(axis=1), 1)
+    reach = int(strides @ (tab[:, L] + tab[:, P] + tab[:, S] + tab[:, K] * tab[:, D]))
+    reach = max(reach, int(tab[:, L].prod()), int(tab[:, O].prod()))
+    reach += n_threads + launcher.block * launcher.max_blocks()
+    return "long long" if launcher.index64 or reach >= 2**31 - 1 else "int"
+
+
+def _scalar(index):
+    return np.int64 if index == "long long" else np.int32
+
+
+def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
+    """Launch the forward kernel: y and lse (output layout in column YS) from x."""
+    t, a = launcher.types(x.dtype, acc_dtype, x.shape)
+    n_out = math.prod(int(v) for v in tab[:, O])
+    index = _index(launcher, tab, n_out)
+    args = (x, y, lse, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
+    launcher.launch(_forward_name(t, a, index), launcher.grid(n_out), args)
+
+
+def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, overlap):
+    """Launch the backward kernel: gx from gy, x, y and lse."""
+    t, a = launcher.types(x.dtype, acc_dtype, x.shape)
+    n_in = math.prod(int(v) for v in tab[:, L])
+    index = _index(launcher, tab, n_in)
+    args = (
+        gy, x, y, lse, gx, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta),
+        np.int32(bool(exact)), _scalar(index)(n_in),
+    )
+    launcher.launch(_backward_name(t, a, index, overlap), launcher.grid(n_in), args)
