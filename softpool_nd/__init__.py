@@ -6,6 +6,7 @@ pair other frameworks call for autograd.
 """
 from ._api import backward, forward, output_shape, pool
 from ._geometry import Geometry, make_geometry
+from ._pyramid import pyramid
 
 __version__ = "0.1.0"
-__all__ = ["pool", "forward", "backward", "output_shape", "Geometry", "make_geometry", "__version__"]
+__all__ = ["pool", "forward", "backward", "output_shape", "Geometry", "make_geometry", "pyramid", "__version__"]

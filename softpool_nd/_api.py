@@ -21,7 +21,10 @@ def _shape_of(x, argname):
         raise TypeError(
             f"{argname} of type {type(x).__qualname__} is not an array; convert it first, e.g. numpy.asarray({argname})"
         )
-    return tuple(shape)
+    shape = tuple(shape)
+    if any(n != n for n in shape):
+        raise ValueError(f"{argname} has unknown dimensions {shape}; call {argname}.compute_chunk_sizes() first")
+    return shape
 
 
 def _float_dtype(x, argname):
@@ -115,11 +118,11 @@ def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False,
     return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
 
 
-def _forward(x, geom, dtype, acc_dtype, beta, backend, out):
+def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True):
     if math.prod(geom.out_shape) == 0:
         y = backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out
-        return y, backend.xp.empty(geom.out_shape, dtype=acc_dtype)
-    return backend.forward(x, geom, beta, acc_dtype, out)
+        return y, backend.xp.empty(geom.out_shape, dtype=acc_dtype) if with_lse else None
+    return backend.forward(x, geom, beta, acc_dtype, out, with_lse=with_lse)
 
 
 def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
@@ -131,8 +134,11 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
 
     Parameters
     ----------
-    x : numpy.ndarray or cupy.ndarray
-        Input of any rank >= 1 and any memory layout. float16, float32 and float64
+    x : numpy.ndarray, cupy.ndarray, dask.array.Array or any DLPack array
+        Input of any rank >= 1 and any memory layout. A dask array gives a lazy
+        dask result (see :mod:`softpool_nd.dask.backend` for how chunks are
+        aligned); torch, JAX and other ``__dlpack__`` arrays come back in their
+        own framework. float16, float32 and float64
         keep their dtype (float16 accumulates in float32); integer and bool
         inputs give float64.
     kernel : int or tuple of int, default 2
@@ -193,9 +199,9 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
                 f"and dtype {dtype} (input shape {geom.in_shape})"
             )
         flags = getattr(out, "flags", None)
-        if flags is not None and not flags.writeable:
+        if flags is not None and not getattr(flags, "writeable", True):
             raise ValueError(f"out is read-only (input shape {geom.in_shape})")
-    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out)[0])
+    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=False)[0])
 
 
 def backward(
@@ -235,7 +241,7 @@ def backward(
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
     array([0.0723, 0.9277, 0.5   , 0.5   ])
     """
-    (grad_y, x, y, lse), to_caller = _interop.native(grad_y, x, y, lse)
+    (x, grad_y, y, lse), to_caller = _interop.native(x, grad_y, y, lse)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")

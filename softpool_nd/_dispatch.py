@@ -6,12 +6,14 @@ cheap and optional frameworks stay optional.
 
 Every backend module provides ``name``, ``xp`` (its array namespace) and::
 
-    forward(x, geom, beta, acc_dtype, out=None) -> (y, lse)
+    forward(x, geom, beta, acc_dtype, out=None, with_lse=True) -> (y, lse or None)
     backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact) -> grad_x
 
 with arguments already checked and converted by ``softpool_nd._api``: ``x`` is
 float16/32/64, ``beta`` a Python float, ``geom`` a Geometry with a non-empty
-output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``.
+output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``. With ``with_lse``
+False (what :func:`softpool_nd.pool` asks for) ``forward`` neither computes nor
+allocates lse and returns None in its place.
 """
 import importlib
 

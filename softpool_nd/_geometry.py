@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Geometry", "make_geometry"]
+__all__ = ["Geometry", "PoolArgs", "make_geometry", "normalize_args"]
 
 
 @dataclass(frozen=True)
@@ -144,16 +145,80 @@ def _padding(padding, n, shape):
 
 
 def _check_windows(axis, n, out, k, s, d, lo, shape, padding):
-    """Raise if some window along one axis would hold only padding cells."""
-    starts = np.arange(out, dtype=np.int64) * s - lo
-    first = np.maximum(0, -(starts // d))  # index of the first cell at or right of 0
-    ok = (first < k) & (starts + first * d < n)
-    if not ok.all():
-        bad = int(np.argmin(ok))
-        raise ValueError(
-            f"padding={padding!r}: window {bad} along axis {axis} holds only padding cells {_where(shape)}; "
-            f"reduce the padding or the dilation"
-        )
+    """Raise if some window along one axis would hold only padding cells.
+
+    Windows starting inside the input always hold their first cell, and starts
+    grow with the window index, so only the windows starting in the left
+    padding and the last window need a look. Plain Python (no NumPy), so that
+    tracing compilers can run it.
+    """
+    for o in range(out):
+        start = o * s - lo
+        if start >= 0:
+            break
+        first = -(start // d)  # first window cell at or right of index 0
+        if first >= k or start + first * d >= n:
+            _only_padding(o, axis, shape, padding)
+    if (out - 1) * s - lo >= n:
+        _only_padding(out - 1, axis, shape, padding)
+
+
+def _only_padding(o, axis, shape, padding):
+    raise ValueError(
+        f"padding={padding!r}: window {o} along axis {axis} holds only padding cells {_where(shape)}; "
+        f"reduce the padding or the dilation"
+    )
+
+
+class PoolArgs(NamedTuple):
+    """Pooling arguments checked against a rank only, one entry per pooled axis, ascending axes.
+
+    ``padding`` is the string ``'same'`` or a tuple of (before, after) pairs.
+    """
+
+    axes: tuple
+    kernel: tuple
+    stride: tuple
+    dilation: tuple
+    padding: object
+    ceil_mode: bool
+
+
+def normalize_args(ndim, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None, shape=None):
+    """Check and canonicalise pooling arguments for an input of rank ``ndim``.
+
+    Everything that does not depend on the axis lengths is checked here, so
+    that a tracing compiler (``torch.compile``) can run it on symbolic shapes;
+    :func:`make_geometry` finishes the job with the lengths. ``shape`` is only
+    used in error messages.
+
+    Examples
+    --------
+    >>> normalize_args(4, (2, 3), axes=(-1, 1))
+    PoolArgs(axes=(1, 3), kernel=(3, 2), stride=(3, 2), dilation=(1, 1), padding=((0, 0), (0, 0)), ceil_mode=False)
+    """
+    shape = tuple(shape) if shape is not None else ("?",) * ndim
+    if ndim == 0:
+        raise ValueError("the input is 0-d (input shape ()); SoftPool needs at least one axis to pool")
+    if not (_is_int(kernel) or isinstance(kernel, (tuple, list))):
+        raise TypeError(f"kernel={kernel!r} must be an int or a tuple of ints {_where(shape)}")
+    axes_t = _resolve_axes(ndim, kernel, axes, shape)
+    n = len(axes_t)
+    k = _per_axis("kernel", kernel, n, shape)
+    s = _per_axis("stride", stride, n, shape, allow_none=True) or k
+    d = _per_axis("dilation", dilation, n, shape)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode={ceil_mode!r} must be True or False {_where(shape)}")
+    for name, raw, vals in (("kernel", kernel, k), ("stride", stride, s), ("dilation", dilation, d)):
+        if min(vals) < 1:
+            raise ValueError(f"{name}={raw!r} must be >= 1 on every pooled axis {_where(shape)}")
+    pads = _padding(padding, n, shape)
+    if pads != "same" and any(p < 0 for pair in pads for p in pair):
+        raise ValueError(f"padding={padding!r} must not be negative {_where(shape)}")
+    # Order the per-axis values by axis so equal geometries compare equal.
+    order = sorted(range(n), key=lambda i: axes_t[i])
+    pick = lambda v: tuple(v[i] for i in order)  # noqa: E731
+    return PoolArgs(pick(axes_t), pick(k), pick(s), pick(d), pads if pads == "same" else pick(pads), bool(ceil_mode))
 
 
 def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
@@ -176,31 +241,9 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     (1, 3, 4, 4)
     """
     shape = tuple(int(n) for n in shape)
-    ndim = len(shape)
-    if ndim == 0:
-        raise ValueError("the input is 0-d (input shape ()); SoftPool needs at least one axis to pool")
-    if not (_is_int(kernel) or isinstance(kernel, (tuple, list))):
-        raise TypeError(f"kernel={kernel!r} must be an int or a tuple of ints {_where(shape)}")
-    axes_t = _resolve_axes(ndim, kernel, axes, shape)
-    n = len(axes_t)
-    k = _per_axis("kernel", kernel, n, shape)
-    s = _per_axis("stride", stride, n, shape, allow_none=True) or k
-    d = _per_axis("dilation", dilation, n, shape)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode={ceil_mode!r} must be True or False {_where(shape)}")
-    for name, raw, vals in (("kernel", kernel, k), ("stride", stride, s), ("dilation", dilation, d)):
-        if min(vals) < 1:
-            raise ValueError(f"{name}={raw!r} must be >= 1 on every pooled axis {_where(shape)}")
-    pads = _padding(padding, n, shape)
-    if pads != "same" and any(p < 0 for pair in pads for p in pair):
-        raise ValueError(f"padding={padding!r} must not be negative {_where(shape)}")
-
-    # Order the per-axis values by axis so equal geometries compare equal.
-    order = sorted(range(n), key=lambda i: axes_t[i])
-    axes_t = tuple(axes_t[i] for i in order)
-    k, s, d = (tuple(v[i] for i in order) for v in (k, s, d))
-    if pads != "same":
-        pads = tuple(pads[i] for i in order)
+    axes_t, k, s, d, pads, ceil_mode = normalize_args(
+        len(shape), kernel, stride, padding, dilation, ceil_mode, axes, shape
+    )
 
     out_shape = list(shape)
     lo_t, hi_t = [], []

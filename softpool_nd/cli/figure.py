@@ -53,7 +53,7 @@ def grid(rows, scale=1):
     >>> from softpool_nd.cli.figure import Panel, grid
     >>> img = grid([[Panel(np.zeros((8, 8)), ["a"]), Panel(np.ones((8, 8)), ["b"], True)]], scale=2)
     >>> img.size
-    (50, 50)
+    (50, 46)
     """
     Image, ImageDraw = _pil()
     n_lines = max(len(p.lines) for row in rows for p in row)

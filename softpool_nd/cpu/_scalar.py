@@ -1,5 +1,5 @@
-"""Scalar helpers shared by the numba kernels: the accumulation type and
-half-precision loads and stores.
+"""Scalar helpers shared by the numba kernels: the accumulation type,
+half-precision loads and stores, and an exponential that vectorises.
 
 numba has no float16 arrays, so half-precision data travels as uint16 and is
 widened to float32 with LLVM's own ``fpext`` (a single vcvtph2ps on x86 with
@@ -9,10 +9,16 @@ Kernels receive ``beta`` already converted to the accumulation type
 (float32 for half and single precision, float64 otherwise); ``acc(v, beta)``
 casts any value to that type, so that no float64 literal silently promotes
 single-precision arithmetic.
+
+``exp_le0`` replaces ``np.exp`` inside the kernels: libm's ``exp`` is an
+opaque call that stops LLVM from vectorising a loop, while a polynomial in
+plain arithmetic becomes SIMD code. It is written for the arguments SoftPool
+feeds it, ``z - max`` (never positive, or NaN), and is accurate to about one
+ulp over that whole range, subnormal results and the underflow to 0 included.
 """
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 
@@ -30,6 +36,31 @@ def _float_to_half(typingctx, f):
         return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
 
     return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def _bits(typingctx, f):
+    """The IEEE bit pattern of a float32/float64 as int64 (sign-extended for float32)."""
+    width = f.bitwidth
+
+    def codegen(context, builder, signature, args):
+        i = builder.bitcast(args[0], ir.IntType(width))
+        return i if width == 64 else builder.sext(i, ir.IntType(64))
+
+    return types.int64(f), codegen
+
+
+@intrinsic
+def _float_from_bits(typingctx, i, like):
+    """The float of ``like``'s type whose bit pattern is the low bits of int64 ``i``."""
+    width = like.bitwidth
+    flt = ir.DoubleType() if width == 64 else ir.FloatType()
+
+    def codegen(context, builder, signature, args):
+        v = args[0] if width == 64 else builder.trunc(args[0], ir.IntType(32))
+        return builder.bitcast(v, flt)
+
+    return like(types.int64, like), codegen
 
 
 def acc(v, beta):
@@ -54,3 +85,64 @@ def _store(v, out):
     if out.dtype == types.uint16:
         return lambda v, out: _float_to_half(np.float32(v))
     return lambda v, out: v
+
+
+@njit
+def _exp_f32(d):
+    # Cephes expf: d = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial.
+    # Below -104 every result rounds to 0; the comparison keeps NaN as NaN.
+    d = np.float32(-104.0) if d < np.float32(-104.0) else d
+    # Adding 1.5 * 2**23 rounds d / ln2 to the integer n held in the low mantissa
+    # bits, without a float-to-int conversion (undefined for NaN in LLVM).
+    k = d * np.float32(1.4426950408889634) + np.float32(12582912.0)
+    n = k - np.float32(12582912.0)
+    r = d - n * np.float32(0.693359375)
+    r = r + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * (r * r) + r + np.float32(1.0)
+    # p * 2**(n + 64) is exact and normal for n >= -150; the final * 2**-64 is
+    # the one rounding, so subnormal results are correctly scaled.
+    scale = _float_from_bits((_bits(k) + 191) << 23, d)
+    return p * scale * np.float32(5.421010862427522e-20)
+
+
+@njit
+def _exp_f64(d):
+    # Same scheme in double: Cody-Waite reduction, Taylor polynomial of degree 13
+    # (truncation error below 1e-17 for |r| <= ln2/2), exponent via the bits.
+    d = -746.0 if d < -746.0 else d
+    k = d * 1.4426950408889634 + 6755399441055744.0
+    n = k - 6755399441055744.0
+    r = d - n * 6.93145751953125e-1
+    r = r - n * 1.42860682030941723212e-6
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * (r * r) + r + 1.0
+    scale = _float_from_bits((_bits(k) + 1087) << 52, d)
+    return p * scale * 5.421010862427522e-20
+
+
+def exp_le0(d):
+    """``exp(d)`` for ``d <= 0`` or NaN, as SIMD-friendly arithmetic."""
+
+
+@overload(exp_le0)
+def _exp_le0(d):
+    if d == types.float32:
+        return lambda d: _exp_f32(d)
+    return lambda d: _exp_f64(d)

@@ -41,6 +41,16 @@ def empty_like_layout(shape, like_strides, dtype):
     return buf.transpose(np.argsort(order))
 
 
+def layout_strides(shape, like_strides):
+    """Element strides of ``empty_like_layout(shape, like_strides, ...)``, without allocating it."""
+    strides = [0] * len(shape)
+    step = 1
+    for a in reversed(layout_order(like_strides)):
+        strides[a] = step
+        step *= shape[a]
+    return tuple(strides)
+
+
 def _tasks():
     """Blocks of work per call: enough for load balance across numba's threads."""
     return 8 * numba.get_num_threads()
@@ -51,16 +61,20 @@ def _whole(a):
     return a if element_strides(a) is not None else np.ascontiguousarray(a)
 
 
-def forward(x, geom, beta, acc_dtype, out=None):
-    """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` when given."""
+def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
+    """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` when given.
+
+    With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
+    """
     x = _whole(x)
     xflat, x0 = _flat(x)
-    lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype)
-    ys = element_strides(lse)
+    ys = layout_strides(geom.out_shape, x.strides)
     direct = out is not None and element_strides(out) == ys
     y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
+    lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
     tab = loop_table(geom, element_strides(x), ys)
-    kernels.forward(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], _flat(lse, True)[0], _tasks())
+    lse_flat = _flat(lse, True)[0] if with_lse else np.empty(0, acc_dtype)
+    kernels.forward_kernel(tab)(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
     if out is not None and not direct:
         out[...] = y
         y = out
@@ -70,7 +84,7 @@ def forward(x, geom, beta, acc_dtype, out=None):
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
     x = _whole(x)
-    ys = element_strides(empty_like_layout(geom.out_shape, x.strides, np.uint8))
+    ys = layout_strides(geom.out_shape, x.strides)
 
     def aligned(a):
         """Copy an output-shaped array into the shared layout only when it is not in it."""
@@ -84,7 +98,7 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     gx = empty_like_layout(x.shape, x.strides, x.dtype)
     xflat, x0 = _flat(x)
     tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
-    kernels.backward(
+    kernels.backward_kernel(tab)(
         _flat(gy)[0], xflat, x0, _flat(y)[0], _flat(lse)[0], tab,
         acc_dtype.type(beta), exact, _flat(gx, True)[0], _tasks(),
     )

@@ -4,22 +4,55 @@ Every kernel walks a loop table (see ``softpool_nd._loops``): rows of
 (L, O, K, S, D, P, XS, YS, GS), the last row being the innermost loop.
 Arrays arrive as flat 1-D buffers plus the element offset of their first
 element, so one compiled kernel serves every rank and memory layout, and all
-index arithmetic is int64.
+index arithmetic is int64 (cast to uint64 at the access: numba then skips
+its negative-index wraparound, which would turn a vector load into a gather).
 
 Per window the forward pass does two sweeps over the (cached) cells: the
 maximum of z = beta * x, then the sums s = sum(e) and t = sum(e * (x - ref)),
 with e = exp(z - max) and ref the value at the maximum. Shifting by ref keeps
 t bounded for finite inputs of any magnitude; e is exactly 1 at the maximum,
 so infinite maxima give weight 1 instead of exp(inf - inf).
+
+Speed comes from the innermost loop dimension. Windows that lie wholly inside
+the input along it (all but a few per row) are computed a whole row at a
+time, the window index being the vectorised loop. The sweeps are built by a
+factory once per configuration class of ``FAST_FORWARD`` / ``FAST_BACKWARD``
+(kernel, stride and number of outer cells or windows as compile-time
+constants), so LLVM unrolls the window cells, keeps every value in registers
+and emits SIMD code. Each class has its own cached parallel kernel
+(``forward_kernel(tab)`` / ``backward_kernel(tab)`` pick it; everything else
+takes the general ``forward`` / ``backward``), compiled once per dtype on
+first use: a call never triggers a compilation that depends on its sizes.
+The few clipped windows at the row ends, and rows of another class, take the
+scalar per-window / per-cell path. All paths evaluate the same formula in the
+same cell order, so non-finite inputs follow the same rules everywhere.
 """
+import types
+
 import numpy as np
 from numba import njit, prange
 
 from .._loops import D, GS, K, L, O, P, S, XS, YS
-from ._scalar import acc, store
+from ._scalar import acc, exp_le0, store
+
+# FMA contraction only: no assumption about NaN, infinities or signed zeros.
+# NumPy's error model: a float division by zero gives inf/NaN instead of a
+# checked branch that raises, which would keep every loop with a division
+# from vectorising (the weight sum is never 0: the maximum has weight 1).
+_jit = njit(fastmath={"contract"}, error_model="numpy")
+_kernel = njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
+# Functions called once per row or window with array arguments are inlined by
+# numba itself: a call would update the arrays' reference counts, atomic
+# operations on cache lines that every thread shares.
+_inlined = njit(fastmath={"contract"}, error_model="numpy", inline="always")
 
 
-@njit(inline="always")
+@_jit
+def _u(i):
+    return np.uint64(i)
+
+
+@_jit
 def _clip(start, k, d, n):
     """Range [lo, hi) of window indices i with 0 <= start + i*d < n."""
     lo = 0 if start >= 0 else (-start + d - 1) // d
@@ -27,7 +60,16 @@ def _clip(start, k, d, n):
     return lo, max(lo, hi)
 
 
-@njit(inline="always")
+@_jit
+def _interior(n_out, n, k, s, d, p):
+    """Range [a, b) of windows along one axis that hold no padding cell."""
+    a = min(n_out, (p + s - 1) // s)
+    last = n - 1 - (k - 1) * d + p
+    b = min(n_out, last // s + 1) if last >= 0 else 0
+    return a, max(a, b)
+
+
+@_inlined
 def _window_offsets(tab, r, offs):
     """Offsets of the window cells along the outer dimensions for output row r.
 
@@ -54,58 +96,276 @@ def _window_offsets(tab, r, offs):
     return count, ybase
 
 
-@njit(parallel=True, cache=True)
-def forward(x, x0, tab, beta, y, lse, tasks):
-    """SoftPool forward: y and lse (both flat, offset 0, strides in column YS).
+@_jit
+def _z(v, beta):
+    """beta * v, with beta = 0 meaning weight 1 for every cell (infinities too)."""
+    return v * beta if beta != acc(0.0, beta) else acc(0.0, beta)
 
-    Work is split into at most ``tasks`` contiguous blocks of rows, each with its
-    own scratch; the split never changes a result, only who computes it.
+
+@_jit
+def _weight(z, m):
+    """exp(z - m), exactly 1 at the maximum (also an infinite one)."""
+    return acc(1.0, m) if z == m else exp_le0(z - m)
+
+
+@_jit
+def _moment(e, v, ref):
+    """e * (v - ref), 0 for a zero weight (where v - ref may be infinite)."""
+    return e * (v - ref) if e > acc(0.0, e) else acc(0.0, e)
+
+
+@_inlined
+def _window(x, first, offs, count, lo, hi, d, xs, beta):
+    """(y, lse) of one window: cells first + offs[q] + i*d*xs for i in [lo, hi)."""
+    zero = acc(0.0, beta)
+    ref = acc(x[_u(first + offs[0] + lo * d * xs)], beta)
+    m = _z(ref, beta)
+    for q in range(count):
+        for i in range(lo, hi):
+            v = acc(x[_u(first + offs[q] + i * d * xs)], beta)
+            z = _z(v, beta)
+            if z > m:
+                m = z
+                ref = v
+    if not np.isfinite(ref):
+        ref = zero
+    s = zero
+    t = zero
+    for q in range(count):
+        for i in range(lo, hi):
+            v = acc(x[_u(first + offs[q] + i * d * xs)], beta)
+            e = _weight(_z(v, beta), m)
+            s += e
+            t += _moment(e, v, ref)
+    return ref + t / s, m + np.log(s)
+
+
+@_jit
+def _bases(offs, count):
+    """The first (up to) four entries of ``offs`` as scalars.
+
+    A vectorised loop must not read ``offs`` itself: LLVM cannot prove that
+    the stores to the outputs leave it unchanged, and gives up.
+    """
+    last = count - 1
+    return offs[0], offs[min(1, last)], offs[min(2, last)], offs[min(3, last)]
+
+
+@_jit
+def _base(q, bases):
+    """bases[q] for a q that is a constant once the loop over q is unrolled."""
+    return bases[0] if q == 0 else bases[1] if q == 1 else bases[2] if q == 2 else bases[3]
+
+
+#: Windows per vector step of a sweep: a constant trip count, so that LLVM
+#: emits one SIMD pass (16 float32 lanes on AVX-512) without a scalar tail.
+LANES = 16
+#: The backward sweeps' step; their bodies are small enough for LLVM to unroll
+#: a constant 16-iteration loop instead of vectorising it, so a sweep runs its
+#: whole steps as one loop of a multiple of BACK_LANES iterations.
+BACK_LANES = 64
+
+
+def _sweep_for(k, s, count):
+    """The forward sweep for kernel k, stride s and ``count`` (<= 4) outer cells, all constants.
+
+    It reduces the n unclipped windows of a block of one row, unit strides:
+    window o has the cells xb + offs[q] + o*s + i for q < count and i < k; its
+    result goes to y[yb + o]. The cell loops unroll and the loop over the
+    LANES windows of a step, with every value in registers, vectorises.
+    Rows are short (56 windows for a 112-wide image), so the last step is not
+    left to scalar code: it runs over whole LANES windows too when the cells
+    of the extra windows (``spare`` of them) still lie inside x, and only
+    the first n results are kept. Cells are visited in the order of
+    ``_window``; lse, when asked for, is finished in a second (scalar) loop
+    because ``np.log`` is a libm call.
+    """
+
+    @_inlined
+    def step(x, xb, bases, o0, width, beta, scratch):
+        zero = acc(0.0, beta)
+        for j in range(width):
+            o = o0 + j
+            ref = acc(x[_u(xb + bases[0] + o * s)], beta)
+            m = _z(ref, beta)
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    v = acc(x[_u(b + i)], beta)
+                    z = _z(v, beta)
+                    if z > m:
+                        m = z
+                        ref = v
+            ref = ref if np.isfinite(ref) else zero
+            ssum = zero
+            tsum = zero
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    v = acc(x[_u(b + i)], beta)
+                    e = _weight(_z(v, beta), m)
+                    ssum += e
+                    tsum += _moment(e, v, ref)
+            scratch[0, _u(o)] = m
+            scratch[1, _u(o)] = ssum
+            scratch[2, _u(o)] = ref + tsum / ssum
+
+    @_inlined
+    def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
+        bases = _bases(offs, count)
+        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        spare = (x.size - (xb + top + (n - 1) * s + k)) // s
+        steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        for t in range(steps):
+            step(x, xb, bases, t * LANES, LANES, beta, scratch)
+        # the windows of a last partial step that could not be padded
+        step(x, xb, bases, steps * LANES, max(0, n - steps * LANES), beta, scratch)
+        for o in range(n):
+            y[_u(yb + o)] = store(scratch[2, _u(o)], y)
+        if with_lse:
+            for o in range(n):
+                lse[_u(yb + o)] = scratch[0, o] + np.log(scratch[1, o])
+
+    return sweep
+
+
+#: Windows per unit of work: long rows are split so that every thread gets work
+#: and the lse scratch stays in L1.
+BLOCK = 2048
+
+#: Configuration classes with a kernel of their own, as (kernel, stride, outer
+#: cells) of the innermost dimension on unit strides: k2s2 over 1, 2 and 3
+#: axes, k3s2 over 2, and 2-d channels-last (kernel 1 innermost, 2x2 outer).
+FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
+
+
+@_jit
+def _offsets_scratch(n):
+    """A thread's offsets array, rewritten for every row.
+
+    Padded to 512 bytes beyond what is used, so that no two threads' arrays
+    share a cache line: false sharing here made two threads slower than one.
+    """
+    return np.empty(max(n, 4) + 64, np.int64)
+
+
+@_jit
+def _lse_scratch(lse):
+    """A thread's scratch for the max, weight sum and result of a block of windows
+    (forward) or, its first row, the gradients of a block's cells (backward).
+
+    Allocated in a function of its own: numba hoists a bare ``np.empty`` out of
+    the parallel loop, which would give every thread the same array.
+    """
+    return np.empty((3, 3 * BLOCK), lse.dtype)
+
+
+@_jit
+def _n_blocks(n):
+    return max(1, (n + BLOCK - 1) // BLOCK)
+
+
+def _forward_units_for(sweep, cells):
+    """Forward over the work units [u0, u1) (see ``forward``) for one configuration class.
+
+    Blocks of rows with ``cells`` outer cells take ``sweep`` (cells -1: no row
+    has that many); every other window, the clipped ones at the row ends
+    included, takes ``_window``.
+    """
+
+    @_jit
+    def units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, scratch):
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        xs, ys = tab[inner, XS], tab[inner, YS]
+        oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
+        n = ob - oa
+        n_blocks = _n_blocks(n)
+        for u in range(u0, u1):
+            r = u // n_blocks
+            bi = u - r * n_blocks
+            count, ybase = _window_offsets(tab, r, offs)
+            o0 = oa + bi * BLOCK
+            o1 = min(ob, o0 + BLOCK)
+            fast = count == cells
+            if fast and o1 > o0:
+                sweep(x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch)
+            first = 0 if bi == 0 else o0
+            last = Oi if bi == n_blocks - 1 else o1
+            for o in range(first, last):
+                if fast and o0 <= o < o1:
+                    continue
+                start = o * Si - Pi
+                lo, hi = _clip(start, Ki, Di, Li)
+                yo, lse_o = _window(x, x0 + start * xs, offs, count, lo, hi, Di, xs, beta)
+                y[ybase + o * ys] = store(yo, y)
+                if with_lse:
+                    lse[ybase + o * ys] = lse_o
+
+    return units
+
+
+def _class_kernel(template, units, name):
+    """A parallel cached kernel running ``template`` with ``_class_units`` bound to ``units``.
+
+    Each configuration class gets its own kernel, compiled on first use, so
+    that a program compiles only the classes it pools with. The copy shares
+    the template's code but has its own globals and name: numba runs a prange
+    in a closure serially, keys its cache on the name, and freezes globals as
+    constants, so ``units`` is called directly, not through a function value.
+    """
+    fn = types.FunctionType(template.__code__, {**template.__globals__, "_class_units": units}, name)
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    return _kernel(fn)
+
+
+def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
+    """SoftPool forward: y and, when ``with_lse``, lse (flat, offset 0, strides in column YS).
+
+    The work units are blocks of at most BLOCK unclipped windows of one row
+    (a row's clipped windows go with its first or last block). They are split
+    into at most ``tasks`` contiguous ranges, each with its own scratch; the
+    split never changes a result, only who computes it.
     """
     inner = tab.shape[0] - 1
     n_rows = 1
-    cells = 1
+    n_cells = 1
     for a in range(inner):
         n_rows *= tab[a, O]
-        cells *= tab[a, K]
-    Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
-    xs, ys = tab[inner, XS], tab[inner, YS]
-    one = acc(1.0, beta)
-    zero = acc(0.0, beta)
-    n_chunks = max(1, min(n_rows, tasks))
+        n_cells *= tab[a, K]
+    oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
+    units = n_rows * _n_blocks(ob - oa)
+    n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
-        offs = np.empty(cells, np.int64)
-        for r in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
-            count, ybase = _window_offsets(tab, r, offs)
-            for o in range(Oi):
-                start = o * Si - Pi
-                lo, hi = _clip(start, Ki, Di, Li)
-                first = x0 + offs[0] + (start + lo * Di) * xs
-                ref = acc(x[first], beta)
-                m = ref * beta if beta != zero else zero
-                for q in range(count):
-                    for i in range(lo, hi):
-                        v = acc(x[x0 + offs[q] + (start + i * Di) * xs], beta)
-                        z = v * beta if beta != zero else zero
-                        if z > m:
-                            m = z
-                            ref = v
-                if not np.isfinite(ref):
-                    ref = zero
-                s = zero
-                t = zero
-                for q in range(count):
-                    for i in range(lo, hi):
-                        v = acc(x[x0 + offs[q] + (start + i * Di) * xs], beta)
-                        z = v * beta if beta != zero else zero
-                        e = one if z == m else np.exp(z - m)
-                        s += e
-                        t += e * (v - ref) if e > zero else zero
-                out = ybase + o * ys
-                y[out] = store(ref + t / s, y)
-                lse[out] = m + np.log(s)
+        offs = _offsets_scratch(n_cells)
+        scratch = _lse_scratch(lse)
+        u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
+        _class_units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, scratch)  # noqa: F821 (bound per class)
 
 
-@njit(inline="always")
+_FORWARD_KERNELS = {
+    key: _class_kernel(_forward_template, _forward_units_for(_sweep_for(*key), key[2]), "forward_%d%d%d" % key)
+    for key in FAST_FORWARD
+}
+#: The general forward kernel (any geometry, any strides); its units never
+#: call their sweep: no row has -1 cells.
+forward = _class_kernel(_forward_template, _forward_units_for(_sweep_for(2, 2, 1), -1), "forward")
+
+
+def _unit(tab, *cols):
+    inner = tab[-1]
+    return all(inner[c] == 1 for c in cols) and (inner[D] == 1 or inner[K] == 1)
+
+
+def forward_kernel(tab):
+    """The forward kernel for loop table ``tab``: its configuration class's, else the general one."""
+    cells = int(np.prod(tab[:-1, K]))
+    key = (int(tab[-1, K]), int(tab[-1, S]), cells) if _unit(tab, XS, YS) else None
+    return _FORWARD_KERNELS.get(key, forward)
+
+
+@_jit
 def _containing(j, k, s, d, p, n_out):
     """Range [lo, hi) of windows o whose cells along one axis may include input j."""
     lo = max(0, (j + p - (k - 1) * d + s - 1) // s) if j + p - (k - 1) * d > 0 else 0
@@ -113,13 +373,13 @@ def _containing(j, k, s, d, p, n_out):
     return lo, max(lo, hi)
 
 
-@njit(inline="always")
+@_jit
 def _member(j, o, s, d, p):
     """True when window o has a cell exactly at input j (dilation can skip it)."""
     return (j + p - o * s) % d == 0
 
 
-@njit(inline="always")
+@_inlined
 def _containing_offsets(tab, r, offs):
     """Output offsets of the windows containing input row r along the outer dimensions.
 
@@ -152,43 +412,187 @@ def _containing_offsets(tab, r, offs):
     return count, xbase, gbase
 
 
-@njit(parallel=True, cache=True)
-def backward(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
+@_jit
+def _term(v, z, lse_w, gy_w, y_w, beta, exact):
+    """The share of window w in the gradient of a cell with value v (z = beta*v).
+
+    Takes window w's lse, grad_y and y (read only when ``exact``) as
+    accumulation-type scalars: an array argument would cost reference counting
+    calls, which keep a loop from vectorising.
+    """
+    zero = acc(0.0, beta)
+    w = exp_le0(z - lse_w)
+    if w == zero:
+        return zero
+    term = w * gy_w
+    if exact and beta != zero:
+        term *= acc(1.0, beta) + beta * (v - y_w)
+    return term
+
+
+@_inlined
+def _cell_backward(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact):
+    """grad of input cell j (at flat position xj) of a row, windows in ascending order."""
+    v = acc(x[_u(xj)], beta)
+    z = _z(v, beta)
+    g = acc(0.0, beta)
+    lo, hi = _containing(j, Ki, Si, Di, Pi, Oi)
+    for o in range(lo, hi):
+        if _member(j, o, Si, Di, Pi):
+            for q in range(count):
+                at = offs[q] + o * ys
+                y_w = acc(y[at], beta) if exact else z
+                g += _term(v, z, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, exact)
+    return g
+
+
+def _backward_sweep_for(kc, sc, cc):
+    """The backward sweep for kernel kc, stride sc and cc outer windows per cell, all constants.
+
+    It writes the gradients of a row's cells j = c*sc + u (0 <= u < sc) for c
+    in [c0, c1), unit strides: cell j sits at xb + j in x and gb + j in gx and
+    lies in the windows c - b with b*sc + u < kc, at offs[q] + yb + c - b in
+    the output-shaped arrays. The windows are summed in the order of
+    ``_cell_backward``. As in the forward sweep, the loop over c runs in steps
+    of LANES, the last one padded with extra cells (gathered into ``g``,
+    never stored) when they lie inside the arrays.
+    """
+    last = (kc - 1) // sc
+
+    @_inlined
+    def step(gy, x, y, lse, xb, yb, bases, c0, cs, width, beta, exact, g):
+        zero = acc(0.0, beta)
+        for j in range(width):
+            c = cs + j
+            for u in range(sc):
+                v = acc(x[_u(xb + c * sc + u)], beta)
+                z = _z(v, beta)
+                gj = zero
+                for bb in range(last + 1):
+                    b = last - bb
+                    if b * sc + u < kc:
+                        for q in range(cc):
+                            at = _u(_base(q, bases) + yb + c - b)
+                            y_w = acc(y[at], beta) if exact else z
+                            gj += _term(v, z, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, exact)
+                g[_u((c - c0) * sc + u)] = gj
+
+    @_jit
+    def sweep(gy, x, y, lse, gx, xb, gb, yb, offs, c0, c1, beta, exact, g):
+        bases = _bases(offs, cc)
+        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        n = c1 - c0
+        spare = min((x.size - xb) // sc, lse.size - top - yb) - c1
+        steps = (n + BACK_LANES - 1) // BACK_LANES if (BACK_LANES - n % BACK_LANES) % BACK_LANES <= spare else n // BACK_LANES
+        # one loop over whole steps: its trip count is a multiple of any vector
+        # width and unroll factor LLVM picks, so no scalar remainder runs
+        step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, g)
+        step(gy, x, y, lse, xb, yb, bases, c0, c0 + steps * BACK_LANES, max(0, n - steps * BACK_LANES), beta, exact, g)
+        for i in range(n * sc):
+            gx[_u(gb + c0 * sc + i)] = store(g[_u(i)], gx)
+
+    return sweep
+
+
+#: Configuration classes with a kernel of their own, as (kernel, stride,
+#: windows per cell along the outer dimensions) on unit strides: k2s2 of any
+#: rank, channels-last (kernel 1 innermost), k3s2 over one axis, and k3s2 over
+#: two, whose rows alternate between two windows and one.
+FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2))
+
+
+def _backward_units_for(sweep, windows, sweep_one):
+    """Backward over the work units [u0, u1) (see ``backward``) for one configuration class.
+
+    Block cells of rows in ``windows`` outer windows take ``sweep``, those of
+    rows in one window ``sweep_one`` (windows -1: no row is in that many);
+    all other cells, those next to clipped windows included, take
+    ``_cell_backward``.
+    """
+
+    @_jit
+    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, gbuf):
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
+        oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
+        # Block cells: those of c in [1, n), c counting window starts from the first
+        # unclipped one (clamped: with a stride longer than the window, the last
+        # block would run past the row).
+        n = ob - oa if ob - oa >= 2 else 0
+        j0 = oa * Si - Pi
+        ja = min(Li, j0 + Si) if n else Li
+        jb = max(ja, min(Li, j0 + n * Si)) if n else Li
+        n_blocks = _n_blocks(n - 1)
+        for u in range(u0, u1):
+            r = u // n_blocks
+            bi = u - r * n_blocks
+            count, xbase, gbase = _containing_offsets(tab, r, offs)
+            c0 = 1 + bi * BLOCK
+            c1 = min(n, c0 + BLOCK)
+            many = count == windows
+            one = windows > 0 and count == 1
+            if (many or one) and c1 > c0:
+                if many:
+                    sweep(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+                else:
+                    sweep_one(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+            ca = max(ja, j0 + c0 * Si)
+            cb = max(ca, min(jb, j0 + c1 * Si))
+            first = 0 if bi == 0 else ca
+            last = Li if bi == n_blocks - 1 else cb
+            for j in range(first, last):
+                if (many or one) and ca <= j < cb:
+                    continue
+                g = _cell_backward(gy, x, y, lse, x0 + xbase + j * xs, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact)
+                gx[gbase + j * gs] = store(g, gx)
+
+    return units
+
+
+def _backward_template(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
     """Vector-Jacobian product, gathered per input cell (no atomics).
 
     gy, y and lse are flat output-shaped buffers sharing column YS; gx is a
-    flat buffer with strides in column GS. ``exact`` False gives the
-    paper's rule (weights treated as constants) and never reads y.
+    flat buffer with strides in column GS. ``exact`` False gives the paper's
+    rule (weights treated as constants) and never reads y. Work units are
+    blocks of a row's cells, as in ``forward``.
     """
     inner = tab.shape[0] - 1
     n_rows = 1
-    windows = 1
+    n_windows = 1
     for a in range(inner):
         n_rows *= tab[a, L]
-        windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
-    Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
-    xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
-    zero = acc(0.0, beta)
-    one = acc(1.0, beta)
-    n_chunks = max(1, min(n_rows, tasks))
+        n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
+    oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
+    units = n_rows * _n_blocks(ob - oa - 1)
+    n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
-        offs = np.empty(windows, np.int64)
-        for r in range(c * n_rows // n_chunks, (c + 1) * n_rows // n_chunks):
-            count, xbase, gbase = _containing_offsets(tab, r, offs)
-            for j in range(Li):
-                v = acc(x[x0 + xbase + j * xs], beta)
-                z = v * beta if beta != zero else zero
-                g = zero
-                lo, hi = _containing(j, Ki, Si, Di, Pi, Oi)
-                for o in range(lo, hi):
-                    if not _member(j, o, Si, Di, Pi):
-                        continue
-                    for q in range(count):
-                        w_at = offs[q] + o * ys
-                        w = np.exp(z - acc(lse[w_at], beta))
-                        if w != zero:
-                            term = w * acc(gy[w_at], beta)
-                            if exact and beta != zero:
-                                term *= one + beta * (v - acc(y[w_at], beta))
-                            g += term
-                gx[gbase + j * gs] = store(g, gx)
+        offs = _offsets_scratch(n_windows)
+        gbuf = _lse_scratch(lse)[0]
+        u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
+        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, gbuf)  # noqa: F821 (bound per class)
+
+
+_back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
+# (sweep for rows in the class's number of windows, that number, sweep for rows in one)
+_BACKWARD_UNITS = {
+    (2, 2, 1): (_back_221, 1, _back_221),
+    (1, 1, 1): (_back_111, 1, _back_111),
+    (3, 2, 1): (_back_321, 1, _back_321),
+    (3, 2, 2): (_back_322, 2, _back_321),
+}
+_BACKWARD_KERNELS = {
+    key: _class_kernel(_backward_template, _backward_units_for(*_BACKWARD_UNITS[key]), "backward_%d%d%d" % key)
+    for key in FAST_BACKWARD
+}
+#: The general backward kernel; its units never call their sweeps: no row is
+#: in -1 windows.
+backward = _class_kernel(_backward_template, _backward_units_for(_back_111, -1, _back_111), "backward")
+
+
+def backward_kernel(tab):
+    """The backward kernel for loop table ``tab``: its configuration class's, else the general one."""
+    windows = int(np.prod((tab[:-1, D] * (tab[:-1, K] - 1)) // tab[:-1, S] + 1))
+    key = (int(tab[-1, K]), int(tab[-1, S]), windows) if _unit(tab, XS, YS, GS) else None
+    return _BACKWARD_KERNELS.get(key, backward)

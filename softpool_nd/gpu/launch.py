@@ -10,6 +10,7 @@ exercise the code a GPU runs except CuPy itself.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
 
 __all__ = [
-    "MAX_DIMS", "SOURCE_DIR", "TABLE_DTYPE", "Launcher", "bfloat16_dtype", "instantiations",
+    "MAX_DIMS", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "bfloat16_dtype", "instantiations",
     "kernel_types", "source", "launch_forward", "launch_backward",
 ]
 
@@ -31,6 +32,9 @@ MAX_DIMS = 16
 TABLE_DTYPE = np.dtype([("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS))])
 
 _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
+
+#: Window-dimension capacities compiled: 1-D/2-D, 3-D/4-D pooling, and anything up to MAX_DIMS.
+WIDTHS = (2, 4, MAX_DIMS)
 
 
 def bfloat16_dtype():
@@ -55,12 +59,18 @@ def kernel_types(bf16):
     return types
 
 
-def _forward_name(t, a, i):
-    return f"softpool_forward<{t}, {a}, {i}>"
+def _forward_name(t, a, i, w):
+    return f"softpool_forward<{t}, {a}, {i}, {w}>"
 
 
-def _backward_name(t, a, i, overlap):
-    return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}>"
+def _backward_name(t, a, i, overlap, w):
+    return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}, {w if overlap else 1}>"
+
+
+def _width(tab):
+    """Smallest compiled W that holds every pooled (K > 1) row of ``tab``."""
+    pooled = int((tab[:, K] > 1).sum())
+    return next(w for w in WIDTHS if w >= pooled)
 
 
 def instantiations(bf16):
@@ -68,8 +78,9 @@ def instantiations(bf16):
     names = []
     for t, a, _ in kernel_types(bf16).values():
         for i in _INDEX.values():
-            names.append(_forward_name(t, a, i))
-            names.extend(_backward_name(t, a, i, ov) for ov in (False, True))
+            names.extend(_forward_name(t, a, i, w) for w in WIDTHS)
+            names.append(_backward_name(t, a, i, False, 1))
+            names.extend(_backward_name(t, a, i, True, w) for w in WIDTHS)
     return names
 
 
@@ -99,6 +110,10 @@ class Launcher:
         """Run kernel ``name`` on ``grid`` blocks of ``self.block`` threads with ``args``."""
         raise NotImplementedError
 
+    def device_of(self, x):
+        """Context manager making the device that holds ``x`` current (none on the host)."""
+        return contextlib.nullcontext()
+
     def types(self, dtype, acc_dtype, shape):
         """(C++ stored type, C++ accumulation type) for a dtype pair; TypeError when not compiled."""
         entry = kernel_types(self.bf16).get(np.dtype(dtype))
@@ -115,16 +130,19 @@ class Launcher:
 
 
 def pack_table(tab, shape):
-    """The loop table as a LoopTable struct value; ValueError past MAX_DIMS rows."""
+    """The loop table as a one-element structured array: CuPy passes such a host array by value.
+
+    ValueError past MAX_DIMS rows.
+    """
     if tab.shape[0] > MAX_DIMS:
         raise ValueError(
             f"the input (input shape {tuple(shape)}) needs {tab.shape[0]} loop dimensions but the GPU kernels "
             f"handle at most {MAX_DIMS}; merge or squeeze axes first"
         )
-    packed = np.zeros((), dtype=TABLE_DTYPE)
+    packed = np.zeros(1, dtype=TABLE_DTYPE)
     packed["ndim"] = tab.shape[0]
-    packed["r"][: tab.shape[0]] = tab
-    return packed[()]
+    packed["r"][0, : tab.shape[0]] = tab
+    return packed
 
 
 def _index(launcher, tab, n_threads):
@@ -151,7 +169,7 @@ def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
     n_out = math.prod(int(v) for v in tab[:, O])
     index = _index(launcher, tab, n_out)
     args = (x, y, lse, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
-    launcher.launch(_forward_name(t, a, index), launcher.grid(n_out), args)
+    launcher.launch(_forward_name(t, a, index, _width(tab)), launcher.grid(n_out), args)
 
 
 def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, overlap):
@@ -163,4 +181,4 @@ def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, ov
         gy, x, y, lse, gx, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta),
         np.int32(bool(exact)), _scalar(index)(n_in),
     )
-    launcher.launch(_backward_name(t, a, index, overlap), launcher.grid(n_in), args)
+    launcher.launch(_backward_name(t, a, index, overlap, _width(tab)), launcher.grid(n_in), args)

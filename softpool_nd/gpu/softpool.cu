@@ -17,7 +17,9 @@
 //
 // Template parameters: T the stored type, A the accumulation type (float for
 // half, bfloat16 and float; double for double), I the index type (int when
-// every offset fits, long long otherwise).
+// every offset fits, long long otherwise), W the most window dimensions the
+// kernel walks (launch.py picks the smallest of 2, 4 and SP_MAX_DIMS that
+// holds the pooled rows of the table).
 
 #ifdef SOFTPOOL_HOST
 #include "host_shim.h"
@@ -68,39 +70,52 @@ __device__ __forceinline__ double sp_log(double v) { return log(v); }
 // v - v is 0 for finite v and NaN for infinities and NaN, in any precision.
 template <typename A> __device__ __forceinline__ bool sp_finite(A v) { return v - v == A(0); }
 
-// The cells of one window (or the windows of one input cell): an odometer
-// over at most SP_MAX_DIMS dimensions, each with a count and a memory step.
-// Dimensions with a single position are left out, so the usual pooling of two
-// or three axes runs two or three counters.
-template <typename I> struct Odometer {
+// The cells of one window (or the windows of one input cell) as up to W
+// nested loops, each with a count and a memory step. Dimensions with a single
+// position are left out, so pooling two axes runs two loops whatever the
+// rank. W is a template constant and every slot index is one after
+// unrolling, so the counters live in registers, not in local memory.
+template <typename I, int W> struct Slots {
+    I cnt[W];
+    I step[W];
     int n;
-    I cnt[SP_MAX_DIMS];
-    I step[SP_MAX_DIMS];
 
+    __device__ __forceinline__ void clear() {
+#pragma unroll
+        for (int w = 0; w < W; ++w) {
+            cnt[w] = 1;
+            step[w] = 0;
+        }
+        n = 0;
+    }
+
+    // launch.py picks W >= the number of table rows with K > 1, so n < W here.
     __device__ __forceinline__ void add(I count, I stride) {
         if (count > 1) {
-            cnt[n] = count;
-            step[n] = stride;
+#pragma unroll
+            for (int w = 0; w < W; ++w) {
+                if (w == n) {
+                    cnt[w] = count;
+                    step[w] = stride;
+                }
+            }
             ++n;
         }
     }
+};
 
-    // Calls f(offset) for every position, the first dimension added fastest.
-    template <typename F> __device__ __forceinline__ void each(I base, F f) const {
-        I pos[SP_MAX_DIMS];
-        for (int a = 0; a < n; ++a) pos[a] = 0;
-        I off = base;
-        for (;;) {
-            f(off);
-            int a = 0;
-            for (; a < n; ++a) {
-                off += step[a];
-                if (++pos[a] < cnt[a]) break;
-                off -= cnt[a] * step[a];
-                pos[a] = 0;
-            }
-            if (a == n) return;
-        }
+// Calls f(offset) for every position, slot 0 (the first added) fastest.
+template <int D> struct Walk {
+    template <typename I, int W, typename F>
+    __device__ __forceinline__ static void run(const Slots<I, W>& s, I off, F& f) {
+        for (I i = 0; i < s.cnt[D - 1]; ++i, off += s.step[D - 1]) Walk<D - 1>::run(s, off, f);
+    }
+};
+
+template <> struct Walk<0> {
+    template <typename I, int W, typename F>
+    __device__ __forceinline__ static void run(const Slots<I, W>&, I off, F& f) {
+        f(off);
     }
 };
 
@@ -111,14 +126,14 @@ template <typename I> __device__ __forceinline__ void sp_clip(I start, I k, I d,
     if (hi < lo) hi = lo;
 }
 
-template <typename T, typename A, typename I>
+template <typename T, typename A, typename I, int W>
 __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* __restrict__ lse,
                                  const LoopTable tab, const A beta, const I n_out) {
     const int nd = (int)tab.ndim;
     const A zero = A(0);
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
-        Odometer<I> win;
-        win.n = 0;
+        Slots<I, W> win;
+        win.clear();
         I rem = idx, xbase = 0, ybase = 0;
         for (int a = nd - 1; a >= 0; --a) {
             const long long* r = tab.r[a];
@@ -134,25 +149,27 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
         }
         A ref = sp_acc(x[xbase]);
         A m = beta != zero ? ref * beta : zero;
-        win.each(xbase, [&](I off) {
+        auto find_max = [&](I off) {
             const A v = sp_acc(x[off]);
             const A z = beta != zero ? v * beta : zero;
             if (z > m) {
                 m = z;
                 ref = v;
             }
-        });
+        };
+        Walk<W>::run(win, xbase, find_max);
         if (!sp_finite(ref)) ref = zero;
         A s = zero, t = zero;
-        win.each(xbase, [&](I off) {
+        auto sum = [&](I off) {
             const A v = sp_acc(x[off]);
             const A z = beta != zero ? v * beta : zero;
             const A e = z == m ? A(1) : sp_exp(z - m);
             s += e;
             t += e > zero ? e * (v - ref) : zero;
-        });
+        };
+        Walk<W>::run(win, xbase, sum);
         y[ybase] = Store<T>::from(ref + t / s);
-        lse[ybase] = m + sp_log(s);
+        if (lse != nullptr) lse[ybase] = m + sp_log(s);  // null: pool() asked for y only
     }
 }
 
@@ -167,8 +184,9 @@ template <typename I> __device__ __forceinline__ I sp_gcd(I a, I b) {
 
 // Backward, one thread per input cell, gathering over the windows that hold it.
 // Overlap false is the fast path for windows that never share a cell
-// (stride >= dilated span on every axis): at most one window per cell.
-template <typename T, typename A, typename I, bool Overlap>
+// (stride >= dilated span on every axis): at most one window per cell, no
+// loops (W is unused there and instantiated as 1).
+template <typename T, typename A, typename I, bool Overlap, int W>
 __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ y,
                                   const A* __restrict__ lse, T* __restrict__ gx, const LoopTable tab,
                                   const A beta, const int exact, const I n_in) {
@@ -176,8 +194,8 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
     const A zero = A(0);
     const bool bracket = exact && beta != zero;
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_in; idx += (I)blockDim.x * (I)gridDim.x) {
-        Odometer<I> wins;
-        wins.n = 0;
+        Slots<I, W> wins;
+        wins.clear();
         bool any = true;
         I rem = idx, xbase = 0, gbase = 0, ybase = 0;
         for (int a = nd - 1; a >= 0; --a) {
@@ -222,7 +240,7 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
                     g += term;
                 }
             };
-            if (Overlap) wins.each(ybase, gather);
+            if (Overlap) Walk<W>::run(wins, ybase, gather);
             else gather(ybase);
         }
         gx[gbase] = Store<T>::from(g);

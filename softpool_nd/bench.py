@@ -1,0 +1,301 @@
+"""CPU speed of softpool_nd against what users would otherwise write in PyTorch.
+
+The baseline is the PyTorch formula ``avg_pool(x * exp(x)) / avg_pool(exp(x))``
+(and autograd through it for the gradient); the yardstick is torch's own
+``avg_pool``, the cheapest pooling there is. Every ratio is measured side by
+side in this process: the contenders run interleaved, round after round, and
+each ratio is a ratio of medians, so that a busy machine slows all of them
+alike. Threads: numba and torch both get ``threads`` (2 by default).
+
+Both numba (its ``omp`` threading layer) and torch run on an OpenMP runtime,
+each with its own thread pool, and by default an OpenMP thread spins for a
+while after each parallel region. Two spinning pools on two cores steal time
+from whichever library runs next, which turns an interleaved comparison into a
+measurement of that contention (ratios wander by 3x and more). Importing this
+module therefore sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment
+already chooses; it only takes effect when done before torch is imported and
+before numba's first parallel call, which is what ``benchmarks/compare.py``
+and ``softpool-nd bench`` do. The same setting is advisable for any program
+that alternates between torch and numba on few cores.
+
+``benchmarks/compare.py`` and ``softpool-nd bench`` print :func:`run`'s table;
+the asv suite in ``benchmarks/`` reuses the cases and timers defined here.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+__all__ = ["Case", "CASES", "QUICK_CASES", "make_input", "timeit_interleaved", "torch_baselines", "run"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark input: an NC... array pooled over its trailing axes (or over ``axes``)."""
+
+    name: str
+    shape: tuple
+    kernel: int = 2
+    stride: int = 2
+    dtype: str = "float32"
+    channels_last: bool = False
+
+    @property
+    def pooled(self):
+        """Number of pooled axes."""
+        return len(self.shape) - 2
+
+    def kwargs(self):
+        kw = dict(kernel=self.kernel, stride=self.stride)
+        if self.channels_last:
+            kw["axes"] = tuple(range(1, len(self.shape) - 1))
+        return kw
+
+
+#: The reference shape first: a ResNet stem activation.
+CASES = (
+    Case("2-D k2s2 f32 (reference)", (16, 64, 112, 112)),
+    Case("2-D k3s2 f32", (16, 64, 112, 112), kernel=3),
+    Case("3-D k2s2 f32", (4, 32, 16, 56, 56)),
+    Case("1-D k2s2 f32", (32, 64, 4096)),
+    Case("2-D k2s2 f64", (16, 64, 112, 112), dtype="float64"),
+    Case("2-D k2s2 f16", (16, 64, 112, 112), dtype="float16"),
+    Case("2-D k2s2 f32 NHWC", (16, 112, 112, 64), channels_last=True),
+)
+
+#: The same cases on about 1/16 of the data, for CI and a first look.
+QUICK_CASES = (
+    Case("2-D k2s2 f32 (reference)", (4, 16, 112, 112)),
+    Case("2-D k3s2 f32", (4, 16, 112, 112), kernel=3),
+    Case("3-D k2s2 f32", (1, 8, 16, 56, 56)),
+    Case("1-D k2s2 f32", (8, 16, 4096)),
+    Case("2-D k2s2 f64", (4, 16, 112, 112), dtype="float64"),
+    Case("2-D k2s2 f16", (4, 16, 112, 112), dtype="float16"),
+    Case("2-D k2s2 f32 NHWC", (4, 112, 112, 16), channels_last=True),
+)
+
+
+def make_input(case, seed=0):
+    """Seeded unit-normal input of the case, in its dtype and layout."""
+    x = np.random.default_rng(seed).standard_normal(case.shape, dtype=np.float32)
+    return x.astype(case.dtype)
+
+
+def timeit_interleaved(fns, rounds=7, min_time=0.0):
+    """Median seconds per call of each function in ``fns`` (a dict), run interleaved.
+
+    Each function is called once first (compilation, caches); then every round
+    calls each once, in turn. Rounds continue past ``rounds`` until ``min_time``
+    seconds have been spent.
+    """
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    start = time.perf_counter()
+    while len(times[next(iter(fns))]) < rounds or time.perf_counter() - start < min_time:
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def torch_baselines(case, x):
+    """Torch callables for ``case`` on the data of ``x``: formula forward, avg_pool, formula backward.
+
+    Returns None when torch is not installed or the case has no torch pooling (rank > 3).
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    if not 1 <= case.pooled <= 3:
+        return None
+    avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[case.pooled - 1]
+    xt = torch.from_numpy(x)
+    if case.channels_last:
+        # the same memory as torch sees it: NCHW shape, channels-last strides
+        xt = xt.permute(0, -1, *range(1, x.ndim - 1))
+    k, s = case.kernel, case.stride
+
+    def formula(t):
+        e = torch.exp(t)
+        return avg(t * e, k, s) / avg(e, k, s)
+
+    xg = xt.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    out = formula(xg)
+    gy = torch.ones_like(out)
+
+    def backward():
+        return torch.autograd.grad(out, xg, gy, retain_graph=True)
+
+    return {
+        "formula": lambda: formula(xt),
+        "avg_pool": lambda: avg(xt, k, s),
+        "formula_backward": backward,
+    }
+
+
+def _ours(case, x):
+    import softpool_nd
+
+    kw = case.kwargs()
+    y, lse = softpool_nd.forward(x, **kw)
+    gy = np.ones_like(y)
+    return {
+        "pool": lambda: softpool_nd.pool(x, **kw),
+        "backward": lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
+    }
+
+
+def _set_threads(n):
+    import numba
+
+    numba.set_num_threads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def _peak_over(fn, base_bytes):
+    """Peak bytes allocated by ``fn`` beyond ``base_bytes``, as a fraction of base_bytes."""
+    tracemalloc.start()
+    try:
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak / base_bytes
+
+
+def _first_call_seconds(case):
+    """Seconds for import + first pool() of ``case`` in a fresh process (warm numba cache)."""
+    code = (
+        "import time; t = time.perf_counter(); import numpy as np, softpool_nd; t1 = time.perf_counter(); "
+        f"x = np.zeros({case.shape!r}, {case.dtype!r}); t2 = time.perf_counter(); "
+        f"softpool_nd.pool(x, **{case.kwargs()!r}); print(t1 - t, time.perf_counter() - t2)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imp, first = (float(v) for v in out.stdout.split())
+    return imp, first
+
+
+def _row(label, value, target, ok):
+    return f"| {label} | {value} | {target} | {'yes' if ok else 'NO'} |"
+
+
+def run(quick: bool = False, threads: int = 2, out=print) -> str:
+    """Measure softpool_nd against the PyTorch formula and torch's avg_pool; print and return the table.
+
+    Parameters
+    ----------
+    quick : bool
+        Use inputs 16 times smaller and fewer rounds (about a minute instead of several).
+    threads : int
+        numba and torch threads for the timings.
+    out : callable
+        Receives the table (``print`` by default; pass ``lambda s: None`` to stay silent).
+
+    Returns
+    -------
+    str
+        The markdown table: measured value, target, and whether it is met.
+
+    Examples
+    --------
+    >>> from softpool_nd import bench
+    >>> table = bench.run(quick=True, out=lambda s: None)  # doctest: +SKIP
+    >>> table.splitlines()[0]  # doctest: +SKIP
+    '| measure | value | target | met |'
+    """
+    import numba
+
+    import softpool_nd
+
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    _set_threads(threads)
+    cases = QUICK_CASES if quick else CASES
+    rounds = 5 if quick else 9
+    lines = ["| measure | value | target | met |", "|---|---|---|---|"]
+    per_elem = {}
+    have_torch = True
+    for i, case in enumerate(cases):
+        x = make_input(case)
+        if case.channels_last:
+            x = np.ascontiguousarray(x)
+        fns = _ours(case, x)
+        base = torch_baselines(case, x)
+        if base is None:
+            have_torch = False
+            base = {}
+        t = timeit_interleaved({**fns, **base}, rounds=rounds)
+        per_elem[case.name] = t["pool"] / x.size
+        need = 8 if i == 0 else 5
+        if base:
+            sf = t["formula"] / t["pool"]
+            sb = t["formula_backward"] / t["backward"]
+            lines.append(_row(f"{case.name}: forward speed-up vs torch formula", f"{sf:.1f}x", f">= {need}x", sf >= need))
+            lines.append(_row(f"{case.name}: backward speed-up vs torch autograd", f"{sb:.1f}x", f">= {need}x", sb >= need))
+            if i == 0:
+                ra = t["pool"] / t["avg_pool"]
+                lines.append(_row(f"{case.name}: forward time / torch avg_pool2d", f"{ra:.2f}", "<= 1.5", ra <= 1.5))
+    ref, nhwc, f16 = cases[0], cases[-1], cases[5]
+    r = per_elem[nhwc.name] / per_elem[ref.name]
+    lines.append(_row("NHWC (axes=(1, 2)) time / NCHW time", f"{r:.2f}", "<= 1.3", r <= 1.3))
+    r = per_elem[f16.name] / per_elem[ref.name]
+    lines.append(_row("float16 time / float32 time (per element)", f"{r:.2f}", "<= 1.0", r <= 1.0))
+
+    x = make_input(ref)
+    kw = ref.kwargs()
+
+    def one():
+        _set_threads(1)
+        softpool_nd.pool(x, **kw)
+        _set_threads(threads)
+
+    t = timeit_interleaved({"two": lambda: softpool_nd.pool(x, **kw), "one": one}, rounds=rounds)
+    r = t["one"] / t["two"]
+    lines.append(_row(f"{threads} threads vs 1 thread (speed-up)", f"{r:.2f}x", ">= 1.7x", r >= 1.7))
+
+    sizes = (2**20, 2**24, 2**27) if quick else (2**20, 2**24, 2**28, 2**30)
+    per = []
+    for nbytes in sizes:
+        # the reference image size throughout; only the number of channels grows
+        xs = make_input(Case("", (1, max(1, nbytes // 4 // (112 * 112)), 112, 112)))
+        per.append(timeit_interleaved({"p": lambda: softpool_nd.pool(xs, **kw)}, rounds=3 if nbytes >= 2**28 else rounds)["p"] / xs.size)
+        del xs
+    spread = max(per) / min(per)
+    lines.append(_row(f"time per element, {sizes[0] >> 20} MB to {sizes[-1] >> 20} MB (max/min)", f"{spread:.2f}", "<= 1.3", spread <= 1.3))
+
+    y, lse = softpool_nd.forward(x, **kw)
+    gy = np.ones_like(y)
+    fwd = _peak_over(lambda: softpool_nd.pool(x, **kw), y.nbytes)
+    bwd = _peak_over(lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw), x.nbytes)
+    lines.append(_row("forward peak allocation / output size", f"{fwd:.3f}", "<= 1 + 5% of (input + output)", fwd - 1 <= 0.05 * (x.nbytes + y.nbytes) / y.nbytes))
+    lines.append(_row("backward peak allocation / grad_x size", f"{bwd:.3f}", "<= 1 + small", bwd <= 1.05))
+
+    imp, first = _first_call_seconds(ref)
+    lines.append(_row("import softpool_nd in a fresh process", f"{imp:.2f} s", "< 0.5 s", imp < 0.5))
+    lines.append(_row("first pool() in a fresh process (warm numba cache)", f"{first:.2f} s", "< 1 s", first < 1.0))
+    if not have_torch:
+        lines.append("(torch is not installed: no ratios against PyTorch)")
+    table = "\n".join(lines)
+    out(table)
+    return table
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)

@@ -1,0 +1,120 @@
+"""GPU backend: cupy arrays in, our CUDA kernels run, cupy arrays out.
+
+The module follows the backend interface of :mod:`softpool_nd._dispatch`.
+Memory handling (layouts, output allocation, loop tables) lives in
+:class:`Backend`, parameterised by a launcher and an array namespace, so the
+tests run exactly this code with the host emulation and NumPy arrays. CuPy is
+imported on first use only: without it, ``import softpool_nd`` and every CPU
+call work, and the first cupy-only call raises an ImportError naming
+``pip install softpool_nd[gpu]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._loops import element_strides, layout_order, loop_table
+from ..cpu.backend import layout_strides
+from .launch import launch_backward, launch_forward
+
+__all__ = ["Backend", "name", "xp", "forward", "backward"]
+
+name = "gpu"
+
+
+class Backend:
+    """forward/backward over arrays of namespace ``xp`` with kernels run by ``launcher``."""
+
+    def __init__(self, launcher, xp):
+        self.launcher = launcher
+        self.xp = xp
+
+    def _empty(self, shape, like_strides, dtype):
+        """An uninitialised array of ``shape`` laid out in memory like ``like_strides``."""
+        order = layout_order(like_strides)
+        return self.xp.empty(tuple(shape[a] for a in order), dtype=dtype).transpose(tuple(np.argsort(order)))
+
+    def _whole(self, a):
+        """``a``, or a contiguous copy when a stride is not a whole number of elements."""
+        return a if element_strides(a) is not None else self.xp.ascontiguousarray(a)
+
+    def forward(self, x, geom, beta, acc_dtype, out=None, with_lse=True):
+        """Return (y, lse) for a float16/32/64 (or bfloat16) array ``x``; ``y`` is ``out`` when given.
+
+        With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
+        Everything happens on the device holding ``x``.
+        """
+        with self.launcher.device_of(x):
+            return self._forward(x, geom, beta, acc_dtype, out, with_lse)
+
+    def _forward(self, x, geom, beta, acc_dtype, out, with_lse):
+        x = self._whole(x)
+        ys = layout_strides(geom.out_shape, x.strides)
+        direct = out is not None and _same_layout(out, ys)
+        y = out if direct else self._empty(geom.out_shape, x.strides, x.dtype)
+        lse = self._empty(geom.out_shape, x.strides, acc_dtype) if with_lse else None
+        tab = loop_table(geom, element_strides(x), ys)
+        launch_forward(self.launcher, x, y, lse, tab, beta, acc_dtype)
+        if out is not None and not direct:
+            out[...] = y
+            y = out
+        return y, lse
+
+    def backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+        """Return grad_x for ``x``, on its device; grad_y, y and lse are output-shaped arrays."""
+        with self.launcher.device_of(x):
+            return self._backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact)
+
+    def _backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+        x = self._whole(x)
+        ys = layout_strides(geom.out_shape, x.strides)
+
+        def aligned(a):
+            """Copy an output-shaped array into the shared layout only when it is not in it."""
+            if _same_layout(a, ys):
+                return a
+            b = self._empty(geom.out_shape, x.strides, a.dtype)
+            b[...] = a
+            return b
+
+        gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
+        gx = self._empty(x.shape, x.strides, x.dtype)
+        tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
+        launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
+        return gx
+
+
+def _same_layout(a, strides):
+    """True when ``a`` can be addressed with element ``strides`` (size-1 axes never move)."""
+    own = element_strides(a)
+    return own is not None and all(s == t for s, t, n in zip(own, strides, a.shape) if n > 1)
+
+
+_CUDA = None
+
+
+def _cuda():
+    global _CUDA
+    if _CUDA is None:
+        from .cuda import CupyLauncher, require_cupy
+
+        _CUDA = Backend(CupyLauncher(), require_cupy())
+    return _CUDA
+
+
+def __getattr__(attr):
+    # ``xp`` is cupy, imported only when asked for (PEP 562).
+    if attr == "xp":
+        from .cuda import require_cupy
+
+        return require_cupy()
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
+    """Backend interface: :meth:`Backend.forward` on CuPy's current device and stream."""
+    return _cuda().forward(x, geom, beta, acc_dtype, out, with_lse)
+
+
+def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+    """Backend interface: :meth:`Backend.backward` on CuPy's current device and stream."""
+    return _cuda().backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact)

@@ -1,0 +1,146 @@
+"""SoftPool for JAX, with a custom VJP (``pip install softpool_nd[jax]``).
+
+:func:`soft_pool` calls :func:`softpool_nd.forward` and
+:func:`softpool_nd.backward` on the host through :func:`jax.pure_callback`, so
+it works under ``jax.jit``, ``jax.grad`` (reverse mode; no ``jax.jvp``) and
+``jax.vmap``.
+
+On a GPU or TPU the callback still runs on the CPU: XLA copies the input from
+the device to host memory, the numba kernels pool it there, and the result is
+copied back, with the device waiting for the host at every call. It gives the
+right answer but at CPU speed plus two transfers; for GPU speed call
+:func:`softpool_nd.pool` on CuPy arrays (``cupy.from_dlpack`` views a JAX GPU
+array without a copy) outside ``jit``.
+"""
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _api
+from ._geometry import make_geometry
+
+__all__ = ["soft_pool"]
+
+_NUMPY_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _host(a):
+    """A NumPy view of a callback argument, float32 for a dtype the kernels lack (bfloat16)."""
+    a = np.asarray(a)
+    return a if a.dtype.type in _NUMPY_FLOATS else a.astype(np.float32)
+
+
+def _shifted(params, extra):
+    """Core keyword arguments for an input with ``extra`` leading (vmapped) axes."""
+    geom, ceil_mode, beta = params
+    return dict(
+        kernel=geom.kernel, stride=geom.stride, padding=tuple(zip(geom.pad_lo, geom.pad_hi)),
+        dilation=geom.dilation, ceil_mode=ceil_mode, axes=tuple(a + extra for a in geom.axes), beta=beta,
+    )
+
+
+def _shapes(x, params):
+    """Shapes and dtypes of (y, lse), as softpool_nd.forward gives them."""
+    out_shape = params[0].out_shape
+    lse_dtype = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    return jax.ShapeDtypeStruct(out_shape, x.dtype), jax.ShapeDtypeStruct(out_shape, lse_dtype)
+
+
+def _host_pool(x, *, params, dtype):
+    x = _host(x)
+    return _api.pool(x, **_shifted(params, x.ndim - len(params[0].in_shape))).astype(dtype, copy=False)
+
+
+def _host_forward(x, *, params, dtype):
+    x = _host(x)
+    y, lse = _api.forward(x, **_shifted(params, x.ndim - len(params[0].in_shape)))
+    return y.astype(dtype, copy=False), lse
+
+
+def _host_backward(grad_y, x, y, lse, *, params, gradient, dtype):
+    x = _host(x)
+    kwargs = _shifted(params, x.ndim - len(params[0].in_shape))
+    grad_x = _api.backward(_host(grad_y), x, y=_host(y), lse=np.asarray(lse), gradient=gradient, **kwargs)
+    return grad_x.astype(dtype, copy=False)
+
+
+# vmap adds leading axes; vmap_method="broadcast_all" gives every argument all of them, which _shifted handles
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _pool(x, params, gradient):
+    # without differentiation only y is needed: pool skips computing lse
+    return jax.pure_callback(
+        partial(_host_pool, params=params, dtype=x.dtype), _shapes(x, params)[0], x, vmap_method="broadcast_all"
+    )
+
+
+def _pool_fwd(x, params, gradient):
+    y, lse = jax.pure_callback(
+        partial(_host_forward, params=params, dtype=x.dtype), _shapes(x, params), x, vmap_method="broadcast_all"
+    )
+    return y, (x, y, lse)
+
+
+def _pool_bwd(params, gradient, residuals, grad_y):
+    x, y, lse = residuals
+    grad_x = jax.pure_callback(
+        partial(_host_backward, params=params, gradient=gradient, dtype=x.dtype),
+        jax.ShapeDtypeStruct(x.shape, x.dtype), grad_y, x, y, lse, vmap_method="broadcast_all",
+    )
+    return (grad_x,)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0,
+              gradient="exact"):
+    """SoftPool of a JAX array, differentiable and usable under ``jit`` and ``vmap``.
+
+    The pooling runs on the host CPU through :func:`jax.pure_callback`; on a
+    GPU or TPU backend every call copies ``x`` to host memory and the result
+    back (see the module docstring).
+
+    Parameters
+    ----------
+    x : jax.Array
+        Input of any rank. float16, bfloat16, float32 and float64 keep their
+        dtype (bfloat16 computes in float32); integer inputs are pooled in the
+        default float dtype.
+    kernel, stride, padding, dilation, ceil_mode, axes, beta
+        As in :func:`softpool_nd.pool`; they must be Python values (static
+        under ``jit``).
+    gradient : {'exact', 'weights'}, default 'exact'
+        The gradient ``jax.grad`` uses, as in :func:`softpool_nd.backward`.
+
+    Returns
+    -------
+    jax.Array
+        Pooled array of shape :func:`softpool_nd.output_shape` of ``x.shape``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from softpool_nd.jax import soft_pool
+    >>> x = jnp.array([0.0, 1.0, 4.0, 4.0])
+    >>> soft_pool(x, 2)
+    Array([0.7310586, 4.       ], dtype=float32)
+    >>> jax.grad(lambda x: soft_pool(x, 2).sum())(x)
+    Array([0.07232948, 0.92767054, 0.5       , 0.5       ], dtype=float32)
+    """
+    x = jnp.asarray(x)
+    # every check happens here: an exception raised inside a pure_callback is undefined behaviour in JAX
+    if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+        x = x.astype(jnp.result_type(float))
+    elif not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"x has dtype {x.dtype} (input shape {tuple(x.shape)}); SoftPool takes floating, integer or bool arrays"
+        )
+    if gradient not in ("exact", "weights"):
+        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {tuple(x.shape)})")
+    geom = make_geometry(x.shape, kernel, stride, padding, dilation, ceil_mode, axes)
+    params = (geom, ceil_mode, _api._check_beta(beta, geom.in_shape))
+    return _pool(x, params, gradient)

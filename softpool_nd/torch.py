@@ -1,0 +1,344 @@
+"""SoftPool for PyTorch: functions, nn.Modules and autograd (``pip install softpool_nd[torch]``).
+
+The names of the reference implementation (``soft_pool2d``, ``SoftPool2d``, ...)
+work as drop-in replacements; :func:`soft_pool` and :class:`SoftPoolNd` pool
+any axes of any rank. Every function takes the parameters of
+:func:`softpool_nd.pool` plus ``gradient``.
+
+The pooling runs as the custom operators ``torch.ops.softpool_nd.forward`` and
+``torch.ops.softpool_nd.backward`` (``torch.library.custom_op``), so autograd
+computes the exact gradient through :func:`softpool_nd.backward` and
+``torch.compile(fullgraph=True)`` traces models without graph breaks. CPU
+tensors run on the numba kernels, CUDA tensors on the CuPy kernels on torch's
+current stream; tensors are shared with the kernels through DLPack, without
+copies. bfloat16 tensors on the CPU are computed in float32 and returned as
+bfloat16. The backward is not itself differentiable (no double backward).
+"""
+import contextlib
+import numbers
+
+import torch
+
+from ._api import backward, forward, output_shape
+from ._geometry import normalize_args
+from ._loops import layout_order
+
+__all__ = [
+    "soft_pool", "soft_pool1d", "soft_pool2d", "soft_pool3d",
+    "SoftPoolNd", "SoftPool1d", "SoftPool2d", "SoftPool3d",
+]
+
+
+def _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient):
+    """The pooling arguments as custom-operator arguments: per-axis int lists, bools, a float, a str.
+
+    Only the input's rank is used, so this stays plain Python that
+    torch.compile folds into constants; the shape-dependent checks run in
+    the operator, where :func:`softpool_nd.make_geometry` sees real sizes.
+    """
+    shape = tuple(x.shape)
+    args = normalize_args(x.dim(), kernel, stride, padding, dilation, ceil_mode, axes, shape)
+    same = args.padding == "same"
+    flat_pads = [] if same else [p for pair in args.padding for p in pair]
+    # the operator checks that beta is finite: torch.compile cannot trace math.isfinite on a float
+    if not isinstance(beta, numbers.Real) or isinstance(beta, bool):
+        raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
+    if gradient not in ("exact", "weights"):
+        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {shape})")
+    return (
+        list(args.kernel), list(args.stride), flat_pads, same, list(args.dilation),
+        args.ceil_mode, list(args.axes), float(beta), gradient,
+    )
+
+
+def _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes):
+    """Operator arguments back as keyword arguments of the core functions."""
+    pads = "same" if same else tuple(zip(padding[::2], padding[1::2]))
+    return dict(
+        kernel=tuple(kernel), stride=tuple(stride), padding=pads, dilation=tuple(dilation),
+        ceil_mode=ceil_mode, axes=tuple(axes),
+    )
+
+
+def _on_torch_stream(t):
+    """Run CuPy work for CUDA tensor ``t`` on torch's current stream of its device; nothing for CPU tensors."""
+    if t.device.type != "cuda":
+        return contextlib.nullcontext()
+    import cupy
+
+    stream = torch.cuda.current_stream(t.device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    cp_stream = from_external(stream) if from_external else cupy.cuda.ExternalStream(stream.cuda_stream, t.device.index)
+    ctx = contextlib.ExitStack()
+    ctx.enter_context(cupy.cuda.Device(t.device.index))
+    ctx.enter_context(cp_stream)
+    return ctx
+
+
+def _result_dtypes(x):
+    """dtypes of (y, lse) for input ``x``, as softpool_nd.forward gives them."""
+    y = x.dtype if x.dtype.is_floating_point else torch.float64
+    return y, (torch.float64 if y == torch.float64 else torch.float32)
+
+
+def _empty_in_layout(shape, like, dtype):
+    """An empty tensor of ``shape`` whose axes are ordered in memory like ``like``, as the backends allocate."""
+    order = layout_order(like.stride())
+    buf = like.new_empty([shape[a] for a in order], dtype=dtype)
+    return buf.permute([order.index(a) for a in range(len(order))])
+
+
+# gradient is unused by the forward pass; it is an operator argument so that autograd reads it from the inputs
+@torch.library.custom_op("softpool_nd::forward", mutates_args=())
+def _forward_op(
+    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], same: bool,
+    dilation: list[int], ceil_mode: bool, axes: list[int], beta: float, gradient: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with _on_torch_stream(x):
+        return forward(
+            x.detach(), beta=beta, **_geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
+        )
+
+
+@_forward_op.register_fake
+def _(x, kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient):
+    out_shape = output_shape(x.shape, **_geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes))
+    y_dtype, lse_dtype = _result_dtypes(x)
+    return _empty_in_layout(out_shape, x, y_dtype), _empty_in_layout(out_shape, x, lse_dtype)
+
+
+@torch.library.custom_op("softpool_nd::backward", mutates_args=())
+def _backward_op(
+    grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lse: torch.Tensor, kernel: list[int],
+    stride: list[int], padding: list[int], same: bool, dilation: list[int], ceil_mode: bool,
+    axes: list[int], beta: float, gradient: str,
+) -> torch.Tensor:
+    kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
+    with _on_torch_stream(x):
+        return backward(
+            grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient, **kwargs
+        )
+
+
+@_backward_op.register_fake
+def _(grad_y, x, y, lse, kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient):
+    return _empty_in_layout(x.shape, x, _result_dtypes(x)[0])
+
+
+def _setup_context(ctx, inputs, output):
+    y, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(inputs[0], y, lse)
+    ctx.params = inputs[1:]
+
+
+def _autograd_backward(ctx, grad_y, grad_lse):
+    x, y, lse = ctx.saved_tensors
+    grad_x = _backward_op(grad_y, x, y, lse, *ctx.params)
+    return (grad_x,) + (None,) * len(ctx.params)
+
+
+_forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def soft_pool(
+    x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+):
+    """SoftPool of a tensor over any axes, differentiable and compilable.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input of any rank on the CPU or a CUDA device.
+    kernel, stride, padding, dilation, ceil_mode, axes, beta
+        As in :func:`softpool_nd.pool`; an int ``kernel`` pools every axis from
+        the third on (batch and channel lead).
+    gradient : {'exact', 'weights'}, default 'exact'
+        The gradient autograd uses, as in :func:`softpool_nd.backward`.
+
+    Returns
+    -------
+    torch.Tensor
+        The pooled tensor, on ``x``'s device, in ``x``'s dtype (float64 for
+        integer ``x``), laid out in memory like ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import soft_pool
+    >>> x = torch.tensor([[0.0, 1.0, 4.0, 4.0]], requires_grad=True)
+    >>> y = soft_pool(x, 2, axes=1)
+    >>> y.detach()
+    tensor([[0.7311, 4.0000]])
+    >>> y.sum().backward()
+    >>> x.grad
+    tensor([[0.0723, 0.9277, 0.5000, 0.5000]])
+    """
+    params = _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
+    return _forward_op(x, *params)[0]
+
+
+def _spatial(n, name, x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient):
+    """Pool the last ``n`` axes of a batched or unbatched input, as torch's own pooling layers do."""
+    if x.dim() not in (n + 1, n + 2):
+        raise ValueError(
+            f"{name} takes a {n + 1}-d (C, *spatial) or {n + 2}-d (N, C, *spatial) input, got shape {tuple(x.shape)}"
+        )
+    spatial = tuple(range(x.dim() - n, x.dim()))
+    return soft_pool(
+        x, kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode, axes=spatial, beta=beta,
+        gradient=gradient,
+    )
+
+
+_SPATIAL_DOC = """SoftPool over the last {n} axes of a ({shape}) or unbatched input.
+
+    A drop-in for ``{name}`` of the reference implementation, with the true
+    gradient and every option of :func:`softpool_nd.pool`.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``({shape})`` or unbatched ``(C, ...)`` input.
+    kernel_size : int or tuple of {n} ints, default 2
+    stride : int or tuple of {n} ints, optional
+        Defaults to ``kernel_size``.
+    force_inplace : bool, default False
+        Accepted for compatibility with the reference implementation and ignored.
+    padding, dilation, ceil_mode, beta, gradient
+        As in :func:`soft_pool`.
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import {name}
+    >>> {name}(torch.zeros({example}), kernel_size=2).shape
+    torch.Size([{result}])
+    """
+
+
+def soft_pool1d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
+                beta=1.0, gradient="exact"):
+    return _spatial(1, "soft_pool1d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
+
+
+def soft_pool2d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
+                beta=1.0, gradient="exact"):
+    return _spatial(2, "soft_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
+
+
+def soft_pool3d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
+                beta=1.0, gradient="exact"):
+    return _spatial(3, "soft_pool3d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
+
+
+soft_pool1d.__doc__ = _SPATIAL_DOC.format(n=1, shape="N, C, L", name="soft_pool1d", example="1, 3, 8", result="1, 3, 4")
+soft_pool2d.__doc__ = _SPATIAL_DOC.format(
+    n=2, shape="N, C, H, W", name="soft_pool2d", example="1, 3, 8, 8", result="1, 3, 4, 4"
+)
+soft_pool3d.__doc__ = _SPATIAL_DOC.format(
+    n=3, shape="N, C, D, H, W", name="soft_pool3d", example="1, 3, 4, 8, 8", result="1, 3, 2, 4, 4"
+)
+
+
+class SoftPoolNd(torch.nn.Module):
+    """Module form of :func:`soft_pool`: SoftPool over any axes of any rank.
+
+    Parameters are those of :func:`soft_pool`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import SoftPoolNd
+    >>> SoftPoolNd(kernel=(2, 2), axes=(1, 2))(torch.zeros(4, 8, 8, 3)).shape
+    torch.Size([4, 4, 4, 3])
+    """
+
+    def __init__(self, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0,
+                 gradient="exact"):
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.dilation, self.ceil_mode, self.axes = dilation, ceil_mode, axes
+        self.beta, self.gradient = beta, gradient
+
+    def forward(self, x):
+        return soft_pool(
+            x, self.kernel, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode,
+            axes=self.axes, beta=self.beta, gradient=self.gradient,
+        )
+
+    def extra_repr(self):
+        return (
+            f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"ceil_mode={self.ceil_mode}, axes={self.axes}, beta={self.beta}, gradient={self.gradient!r}"
+        )
+
+
+class _SoftPoolSpatial(torch.nn.Module):
+    """SoftPool over the last ``_n`` axes; the reference implementation's module signature."""
+
+    _fn = None
+
+    def __init__(self, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
+                 beta=1.0, gradient="exact"):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.ceil_mode, self.beta, self.gradient = dilation, ceil_mode, beta, gradient
+
+    def forward(self, x):
+        return type(self)._fn(
+            x, self.kernel_size, self.stride, padding=self.padding, dilation=self.dilation,
+            ceil_mode=self.ceil_mode, beta=self.beta, gradient=self.gradient,
+        )
+
+    def extra_repr(self):
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}, beta={self.beta}, gradient={self.gradient!r}"
+        )
+
+
+class SoftPool1d(_SoftPoolSpatial):
+    """Module form of :func:`soft_pool1d`; input ``(N, C, L)`` or ``(C, L)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import SoftPool1d
+    >>> SoftPool1d(2)(torch.zeros(1, 3, 8)).shape
+    torch.Size([1, 3, 4])
+    """
+
+    _fn = staticmethod(soft_pool1d)
+
+
+class SoftPool2d(_SoftPoolSpatial):
+    """Module form of :func:`soft_pool2d`; input ``(N, C, H, W)`` or ``(C, H, W)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import SoftPool2d
+    >>> SoftPool2d(kernel_size=3, stride=2, padding=1)(torch.zeros(1, 3, 8, 8)).shape
+    torch.Size([1, 3, 4, 4])
+    """
+
+    _fn = staticmethod(soft_pool2d)
+
+
+class SoftPool3d(_SoftPoolSpatial):
+    """Module form of :func:`soft_pool3d`; input ``(N, C, D, H, W)`` or ``(C, D, H, W)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.torch import SoftPool3d
+    >>> SoftPool3d(2)(torch.zeros(1, 3, 4, 8, 8)).shape
+    torch.Size([1, 3, 2, 4, 4])
+    """
+
+    _fn = staticmethod(soft_pool3d)

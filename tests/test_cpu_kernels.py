@@ -1,0 +1,162 @@
+"""The CPU backend's specialised paths: polynomial exp, configuration-class kernels, work blocks."""
+import numpy as np
+import pytest
+from numba import njit
+
+import softpool_nd
+from reference import reference_backward, reference_forward
+from softpool_nd._geometry import make_geometry
+from softpool_nd._loops import element_strides, loop_table
+from softpool_nd.cpu import backend, kernels
+from softpool_nd.cpu._scalar import exp_le0
+
+inf, nan = np.inf, np.nan
+
+
+@njit
+def _exp_all(a):
+    out = np.empty_like(a)
+    for i in range(a.size):
+        out[i] = exp_le0(a[i])
+    return out
+
+
+@pytest.mark.parametrize("dtype, lo", [(np.float32, -110.0), (np.float64, -750.0)])
+def test_polynomial_exp_is_within_one_ulp_over_its_whole_range(dtype, lo):
+    rng = np.random.default_rng(0)
+    a = np.concatenate([
+        np.linspace(lo, 0.0, 200_001), -np.logspace(-40, np.log10(-lo), 50_001), rng.uniform(lo, 0.0, 50_000),
+    ]).astype(dtype)
+    got = _exp_all(a).astype(np.longdouble)
+    exact = np.exp(a.astype(np.longdouble))
+    # one ulp of the result; below the normal range the ulp is the smallest subnormal
+    ulp = np.maximum(np.spacing(exact.astype(dtype)).astype(np.longdouble), np.finfo(dtype).smallest_subnormal)
+    err = np.abs(got - exact) / ulp
+    assert err.max() <= 1.0, (a[np.argmax(err)], err.max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_polynomial_exp_special_values(dtype):
+    tiny = np.finfo(dtype).smallest_subnormal
+    a = np.array([0.0, -0.0, -inf, nan, np.finfo(dtype).min, -1e-30, np.log(tiny), 2 * np.log(tiny)], dtype)
+    got = _exp_all(a)
+    assert got[0] == 1.0 and got[1] == 1.0 and got[2] == 0.0 and np.isnan(got[3]) and got[4] == 0.0
+    assert got[5] == 1.0
+    assert got[6] == tiny  # the smallest subnormal, not flushed to 0
+    assert got[7] == 0.0  # underflow
+
+
+# (shape, pooling kwargs, forward class, backward class): each configuration class
+# with a kernel of its own, on rows long enough for the sweeps and with padding
+# so that clipped windows and rows with fewer cells take the general code.
+CLASSES = [
+    ((2, 3, 70), dict(kernel=2), (2, 2, 1), (2, 2, 1)),
+    ((2, 3, 9, 70), dict(kernel=2), (2, 2, 2), (2, 2, 1)),
+    ((2, 3, 9, 70), dict(kernel=2, padding=1), (2, 2, 2), (2, 2, 1)),
+    ((1, 2, 5, 6, 70), dict(kernel=2), (2, 2, 4), (2, 2, 1)),
+    ((2, 3, 11, 70), dict(kernel=3, stride=2, padding=1), (3, 2, 3), (3, 2, 2)),
+    ((2, 3, 71), dict(kernel=3, stride=2), None, (3, 2, 1)),
+    ((2, 7, 9, 40), dict(kernel=2, axes=(1, 2)), (1, 1, 4), (1, 1, 1)),
+]
+
+
+def _table(x, kw, out_shape):
+    geom = make_geometry(x.shape, **kw)
+    ys = backend.layout_strides(out_shape, x.strides)
+    return geom, loop_table(geom, element_strides(x), ys)
+
+
+@pytest.mark.parametrize("shape, kw, fwd_class, bwd_class", CLASSES)
+def test_each_configuration_class_gets_its_kernel(shape, kw, fwd_class, bwd_class):
+    x = np.zeros(shape, np.float32)
+    geom, tab = _table(x, kw, softpool_nd.output_shape(shape, **kw))
+    expect_fwd = kernels._FORWARD_KERNELS[fwd_class] if fwd_class else kernels.forward
+    assert kernels.forward_kernel(tab) is expect_fwd
+    assert kernels.backward_kernel(tab) is kernels._BACKWARD_KERNELS[bwd_class]
+
+
+def test_other_layouts_take_the_general_kernels():
+    x = np.zeros((2, 3, 9, 140), np.float32)[..., ::2]  # inner stride 2
+    geom, tab = _table(x, dict(kernel=2), softpool_nd.output_shape(x.shape, 2))
+    assert kernels.forward_kernel(tab) is kernels.forward
+    assert kernels.backward_kernel(tab) is kernels.backward
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape, kw, fwd_class, bwd_class", CLASSES)
+def test_class_kernels_match_the_oracle(shape, kw, fwd_class, bwd_class, dtype):
+    rng = np.random.default_rng(len(shape) * 100 + shape[-1])
+    x = rng.normal(size=shape).astype(dtype)
+    rtol = {np.float16: 2e-3, np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    for beta in (1.0, 0.0, -2.0):
+        y, lse = softpool_nd.forward(x, beta=beta, **kw)
+        y_ref, lse_ref = reference_forward(x.astype(np.float64), beta=beta, **kw)
+        np.testing.assert_allclose(y.astype(np.float64), y_ref, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(lse.astype(np.float64), lse_ref, rtol=rtol, atol=10 * rtol)
+        np.testing.assert_array_equal(softpool_nd.pool(x, beta=beta, **kw), y)
+        gy = rng.normal(size=y.shape).astype(dtype)
+        for gradient in ("exact", "weights"):
+            g = softpool_nd.backward(gy, x, y=y, lse=lse, beta=beta, gradient=gradient, **kw)
+            g_ref = reference_backward(gy.astype(np.float64), x.astype(np.float64), beta=beta, gradient=gradient, **kw)
+            np.testing.assert_allclose(g.astype(np.float64), g_ref, rtol=4 * rtol, atol=8 * rtol)
+
+
+def _run_general(x, kw, beta=1.0):
+    """forward and backward through the general kernels, for comparison with the class kernels."""
+    acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
+    out_shape = softpool_nd.output_shape(x.shape, **kw)
+    geom, tab = _table(x, kw, out_shape)
+    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
+    lse = backend.empty_like_layout(out_shape, x.strides, acc)
+    xflat, x0 = backend._flat(x)
+    kernels.forward(xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, 4)
+    gy = np.ones(out_shape, x.dtype)
+    gx = backend.empty_like_layout(x.shape, x.strides, x.dtype)
+    tab_b = loop_table(geom, element_strides(x), element_strides(y), element_strides(gx))
+    kernels.backward(backend._flat(gy)[0], xflat, x0, backend._flat(y)[0], backend._flat(lse)[0], tab_b,
+                     acc.type(beta), True, backend._flat(gx, True)[0], 4)
+    return y, lse, gx
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape, kw, fwd_class, bwd_class", CLASSES)
+def test_class_kernels_follow_the_nonfinite_rules_of_the_general_kernel(shape, kw, fwd_class, bwd_class, dtype):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=shape)
+    big = np.finfo(dtype).max / 2
+    flat = x.reshape(-1)
+    idx = rng.choice(flat.size, size=(6, max(1, flat.size // 40)), replace=False)
+    flat[idx[0]], flat[idx[1]], flat[idx[2]] = nan, inf, -inf
+    flat[idx[3]], flat[idx[4]] = big, -big
+    x = x.astype(dtype)
+    for beta in (1.0, 0.0):
+        y, lse = softpool_nd.forward(x, beta=beta, **kw)
+        g = softpool_nd.backward(np.ones(y.shape, dtype), x, y=y, lse=lse, beta=beta, **kw)
+        y_g, lse_g, g_g = _run_general(x, kw, beta)
+        for got, want in ((y, y_g), (lse, lse_g), (g, g_g)):
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+            np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+            fin = np.isfinite(want)
+            tol = 8 * np.finfo(dtype).eps
+            np.testing.assert_allclose(got[fin].astype(np.float64), want[fin].astype(np.float64), rtol=tol, atol=tol)
+
+
+def test_long_rows_are_split_into_blocks_with_the_same_result():
+    # one row of 3 * BLOCK + 5 windows: several work units, each a thread's share
+    n = 2 * (3 * kernels.BLOCK + 5)
+    x = np.random.default_rng(3).normal(size=n).astype(np.float32)
+    y, lse = softpool_nd.forward(x, 2)
+    y_ref, lse_ref = reference_forward(x.astype(np.float64), kernel=2)
+    np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(lse, lse_ref, rtol=2e-5, atol=2e-4)
+    g = softpool_nd.backward(np.ones_like(y), x, 2, y=y, lse=lse)
+    np.testing.assert_allclose(g, reference_backward(np.ones(y.shape), x.astype(np.float64), kernel=2), rtol=1e-4, atol=2e-4)
+
+
+def test_pool_asks_the_backend_for_no_lse():
+    x = np.random.default_rng(4).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    geom = make_geometry(x.shape, 2)
+    y, lse = backend.forward(x, geom, 1.0, np.dtype(np.float32), with_lse=False)
+    assert lse is None
+    np.testing.assert_array_equal(y, softpool_nd.forward(x, 2)[0])
