@@ -17,7 +17,10 @@ import numpy as np
 L, O, K, S, D, P, XS, YS, GS = range(9)
 NCOLS = 9
 
-__all__ = ["L", "O", "K", "S", "D", "P", "XS", "YS", "GS", "NCOLS", "loop_table", "layout_order", "element_strides"]
+__all__ = [
+    "L", "O", "K", "S", "D", "P", "XS", "YS", "GS", "NCOLS",
+    "loop_table", "layout_order", "layout_strides", "empty_like_layout", "element_strides",
+]
 
 
 def element_strides(a):
@@ -40,6 +43,23 @@ def layout_order(strides):
 def _is_batch(row):
     """An unpooled dimension: every cell is its own window."""
     return row[K] == 1 and row[S] == 1 and row[P] == 0
+
+
+def layout_strides(shape, like_strides):
+    """Element strides of ``empty_like_layout(shape, like_strides, ...)``, without allocating it."""
+    strides = [0] * len(shape)
+    step = 1
+    for a in reversed(layout_order(like_strides)):
+        strides[a] = step
+        step *= shape[a]
+    return tuple(strides)
+
+
+def empty_like_layout(shape, like_strides, dtype, xp=np):
+    """An uninitialised ``xp`` array of ``shape`` whose axes are ordered in memory like ``like_strides``."""
+    order = layout_order(like_strides)
+    buf = xp.empty(tuple(shape[a] for a in order), dtype=dtype)
+    return buf.transpose(tuple(int(a) for a in np.argsort(order)))
 
 
 def loop_table(geom, x_strides, y_strides, g_strides=None):

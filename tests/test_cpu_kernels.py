@@ -160,3 +160,19 @@ def test_pool_asks_the_backend_for_no_lse():
     y, lse = backend.forward(x, geom, 1.0, np.dtype(np.float32), with_lse=False)
     assert lse is None
     np.testing.assert_array_equal(y, softpool_nd.forward(x, 2)[0])
+
+
+@pytest.mark.parametrize("kw", [dict(kernel=2), dict(kernel=2, padding=1), dict(kernel=3, stride=2)])
+def test_backward_sweeps_match_the_general_kernel_for_every_row_length(kw):
+    # rows of 1 to 76 windows: whole BACK_LANES steps, padded LANES steps and an
+    # unpadded rest (the last row of an array has no spare cells to pad with)
+    rng = np.random.default_rng(11)
+    for n in range(3, 154):
+        x = rng.normal(size=(2, 3, n)).astype(np.float32)
+        y, lse = softpool_nd.forward(x, **kw)
+        g = softpool_nd.backward(np.ones(y.shape, np.float32), x, y=y, lse=lse, **kw)
+        _, _, g_general = _run_general(x, kw)
+        tol = 8 * np.finfo(np.float32).eps
+        np.testing.assert_allclose(g, g_general, rtol=tol, atol=tol, err_msg=f"row length {n}")
+        g_ref = reference_backward(np.ones(y.shape), x.astype(np.float64), **kw)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=2e-4, err_msg=f"row length {n}")

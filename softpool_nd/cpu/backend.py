@@ -8,7 +8,7 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._loops import element_strides, layout_order, loop_table
+from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
 from . import kernels
 
 name = "cpu"
@@ -32,23 +32,6 @@ def _flat(a, writeable=False):
     offset = sum((n - 1) * -s for n, s in zip(a.shape, a.strides) if s < 0) // item
     span = sum((n - 1) * s for n, s in zip(b.shape, b.strides)) // item + 1
     return as_strided(_storage(b), shape=(span,), strides=(item,), writeable=writeable), offset
-
-
-def empty_like_layout(shape, like_strides, dtype):
-    """An uninitialised array of ``shape`` whose axes are ordered in memory like ``like_strides``."""
-    order = layout_order(like_strides)
-    buf = np.empty(tuple(shape[a] for a in order), dtype=dtype)
-    return buf.transpose(np.argsort(order))
-
-
-def layout_strides(shape, like_strides):
-    """Element strides of ``empty_like_layout(shape, like_strides, ...)``, without allocating it."""
-    strides = [0] * len(shape)
-    step = 1
-    for a in reversed(layout_order(like_strides)):
-        strides[a] = step
-        step *= shape[a]
-    return tuple(strides)
 
 
 def _tasks():

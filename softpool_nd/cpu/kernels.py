@@ -292,9 +292,11 @@ def _forward_units_for(sweep, cells):
                 sweep(x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch)
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1
-            for o in range(first, last):
-                if fast and o0 <= o < o1:
-                    continue
+            # the windows of [first, last) outside the sweep's [o0, o1), without
+            # visiting (and testing) every window of the row
+            gap = max(0, o1 - o0) if fast else 0
+            for i in range(first, last - gap):
+                o = i if i < o0 else i + gap
                 start = o * Si - Pi
                 lo, hi = _clip(start, Ki, Di, Li)
                 yo, lse_o = _window(x, x0 + start * xs, offs, count, lo, hi, Di, xs, beta)
@@ -366,17 +368,26 @@ def forward_kernel(tab):
 
 
 @_jit
+def _floordiv(a, s):
+    """a // s for s > 0; the common strides 1 and 2 without an integer division,
+    which this per-row (and per-outer-axis) arithmetic would otherwise wait on."""
+    return a if s == 1 else a >> 1 if s == 2 else a // s
+
+
+@_jit
 def _containing(j, k, s, d, p, n_out):
     """Range [lo, hi) of windows o whose cells along one axis may include input j."""
-    lo = max(0, (j + p - (k - 1) * d + s - 1) // s) if j + p - (k - 1) * d > 0 else 0
-    hi = min(n_out, (j + p) // s + 1)
+    lo = max(0, _floordiv(j + p - (k - 1) * d + s - 1, s)) if j + p - (k - 1) * d > 0 else 0
+    hi = min(n_out, _floordiv(j + p, s) + 1)
     return lo, max(lo, hi)
 
 
 @_jit
 def _member(j, o, s, d, p):
     """True when window o has a cell exactly at input j (dilation can skip it)."""
-    return (j + p - o * s) % d == 0
+    # called for every row and window along each outer axis: without
+    # dilation, no integer division
+    return d == 1 or (j + p - o * s) % d == 0
 
 
 @_inlined
@@ -453,9 +464,11 @@ def _backward_sweep_for(kc, sc, cc):
     in [c0, c1), unit strides: cell j sits at xb + j in x and gb + j in gx and
     lies in the windows c - b with b*sc + u < kc, at offs[q] + yb + c - b in
     the output-shaped arrays. The windows are summed in the order of
-    ``_cell_backward``. As in the forward sweep, the loop over c runs in steps
-    of LANES, the last one padded with extra cells (gathered into ``g``,
-    never stored) when they lie inside the arrays.
+    ``_cell_backward``. The loop over c runs in whole BACK_LANES steps, then
+    in a loop of LANES steps (a multiple of LANES iterations, not a constant,
+    so it is vectorised, not unrolled) whose last step is padded, as in the
+    forward sweep, with extra cells (gathered into ``g``, never stored) when
+    they lie inside the arrays: a 28-window row computes 32 cells, not 64.
     """
     last = (kc - 1) // sc
 
@@ -483,11 +496,16 @@ def _backward_sweep_for(kc, sc, cc):
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         n = c1 - c0
         spare = min((x.size - xb) // sc, lse.size - top - yb) - c1
-        steps = (n + BACK_LANES - 1) // BACK_LANES if (BACK_LANES - n % BACK_LANES) % BACK_LANES <= spare else n // BACK_LANES
+        steps = n // BACK_LANES
+        rest = n - steps * BACK_LANES
+        tail = (rest + LANES - 1) // LANES if (LANES - rest % LANES) % LANES <= spare else rest // LANES
         # one loop over whole steps: its trip count is a multiple of any vector
         # width and unroll factor LLVM picks, so no scalar remainder runs
         step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, g)
-        step(gy, x, y, lse, xb, yb, bases, c0, c0 + steps * BACK_LANES, max(0, n - steps * BACK_LANES), beta, exact, g)
+        c = c0 + steps * BACK_LANES
+        step(gy, x, y, lse, xb, yb, bases, c0, c, tail * LANES, beta, exact, g)
+        c += tail * LANES
+        step(gy, x, y, lse, xb, yb, bases, c0, c, max(0, c0 + n - c), beta, exact, g)
         for i in range(n * sc):
             gx[_u(gb + c0 * sc + i)] = store(g[_u(i)], gx)
 
@@ -499,6 +517,22 @@ def _backward_sweep_for(kc, sc, cc):
 #: rank, channels-last (kernel 1 innermost), k3s2 over one axis, and k3s2 over
 #: two, whose rows alternate between two windows and one.
 FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2))
+
+
+@_jit
+def _block_cells(n_out, n, k, s, d, p):
+    """The cells of a row that the backward sweeps may take, and its number of work units.
+
+    Returns (oa, cf, nc, n_blocks): the cells j = (oa + c)*s - p + u (0 <= u < s)
+    for c in [cf, nc), oa being the first unclipped window. Such a cell lies in
+    the windows oa + c - b for b*s + u < d*(k - 1) + 1; c starts at the first
+    value for which all of them are unclipped: 0 when no cell is in two windows
+    (k2s2), so that only padded rows' edges are left to the per-cell path.
+    """
+    oa, ob = _interior(n_out, n, k, s, d, p)
+    cf = (d * (k - 1)) // s
+    nc = ob - oa if ob - oa > cf else 0
+    return oa, cf, nc, _n_blocks(nc - cf)
 
 
 def _backward_units_for(sweep, windows, sweep_one):
@@ -515,20 +549,17 @@ def _backward_units_for(sweep, windows, sweep_one):
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
-        oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
-        # Block cells: those of c in [1, n), c counting window starts from the first
-        # unclipped one (clamped: with a stride longer than the window, the last
-        # block would run past the row).
-        n = ob - oa if ob - oa >= 2 else 0
+        oa, cf, n, n_blocks = _block_cells(Oi, Li, Ki, Si, Di, Pi)
+        # Block cells: those of c in [cf, n), clamped to the row: with a stride
+        # longer than the window, the last block would run past it.
         j0 = oa * Si - Pi
-        ja = min(Li, j0 + Si) if n else Li
+        ja = min(Li, j0 + cf * Si) if n else Li
         jb = max(ja, min(Li, j0 + n * Si)) if n else Li
-        n_blocks = _n_blocks(n - 1)
         for u in range(u0, u1):
             r = u // n_blocks
             bi = u - r * n_blocks
             count, xbase, gbase = _containing_offsets(tab, r, offs)
-            c0 = 1 + bi * BLOCK
+            c0 = cf + bi * BLOCK
             c1 = min(n, c0 + BLOCK)
             many = count == windows
             one = windows > 0 and count == 1
@@ -541,9 +572,9 @@ def _backward_units_for(sweep, windows, sweep_one):
             cb = max(ca, min(jb, j0 + c1 * Si))
             first = 0 if bi == 0 else ca
             last = Li if bi == n_blocks - 1 else cb
-            for j in range(first, last):
-                if (many or one) and ca <= j < cb:
-                    continue
+            gap = cb - ca if many or one else 0
+            for i in range(first, last - gap):
+                j = i if i < ca else i + gap
                 g = _cell_backward(gy, x, y, lse, x0 + xbase + j * xs, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact)
                 gx[gbase + j * gs] = store(g, gx)
 
@@ -564,8 +595,7 @@ def _backward_template(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
     for a in range(inner):
         n_rows *= tab[a, L]
         n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
-    oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
-    units = n_rows * _n_blocks(ob - oa - 1)
+    units = n_rows * _block_cells(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])[3]
     n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
         offs = _offsets_scratch(n_windows)

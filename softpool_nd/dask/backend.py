@@ -13,7 +13,6 @@ on the outer blocks, and on inner blocks just enough to keep the count of
 windows exact (those padding cells never take part, as everywhere).
 """
 import dask.array as da
-import numpy as np
 from dask.array.core import handle_out
 from dask.array.utils import meta_from_array
 from dask.base import tokenize

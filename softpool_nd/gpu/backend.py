@@ -10,10 +10,7 @@ call work, and the first cupy-only call raises an ImportError naming
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .._loops import element_strides, layout_order, loop_table
-from ..cpu.backend import layout_strides
+from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
 from .launch import launch_backward, launch_forward
 
 __all__ = ["Backend", "name", "xp", "forward", "backward"]
@@ -27,11 +24,6 @@ class Backend:
     def __init__(self, launcher, xp):
         self.launcher = launcher
         self.xp = xp
-
-    def _empty(self, shape, like_strides, dtype):
-        """An uninitialised array of ``shape`` laid out in memory like ``like_strides``."""
-        order = layout_order(like_strides)
-        return self.xp.empty(tuple(shape[a] for a in order), dtype=dtype).transpose(tuple(np.argsort(order)))
 
     def _whole(self, a):
         """``a``, or a contiguous copy when a stride is not a whole number of elements."""
@@ -50,8 +42,8 @@ class Backend:
         x = self._whole(x)
         ys = layout_strides(geom.out_shape, x.strides)
         direct = out is not None and _same_layout(out, ys)
-        y = out if direct else self._empty(geom.out_shape, x.strides, x.dtype)
-        lse = self._empty(geom.out_shape, x.strides, acc_dtype) if with_lse else None
+        y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype, self.xp)
+        lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype, self.xp) if with_lse else None
         tab = loop_table(geom, element_strides(x), ys)
         launch_forward(self.launcher, x, y, lse, tab, beta, acc_dtype)
         if out is not None and not direct:
@@ -72,12 +64,12 @@ class Backend:
             """Copy an output-shaped array into the shared layout only when it is not in it."""
             if _same_layout(a, ys):
                 return a
-            b = self._empty(geom.out_shape, x.strides, a.dtype)
+            b = empty_like_layout(geom.out_shape, x.strides, a.dtype, self.xp)
             b[...] = a
             return b
 
         gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
-        gx = self._empty(x.shape, x.strides, x.dtype)
+        gx = empty_like_layout(x.shape, x.strides, x.dtype, self.xp)
         tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
         launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
         return gx
