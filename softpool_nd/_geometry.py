@@ -221,6 +221,26 @@ def normalize_args(ndim, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     return PoolArgs(pick(axes_t), pick(k), pick(s), pick(d), pads if pads == "same" else pick(pads), bool(ceil_mode))
 
 
+def _frozen(v):
+    """A hashable stand-in for an argument that tells apart what the checks tell apart.
+
+    2, 2.0, True and numpy.int64(2) are equal as dict keys but not as pooling
+    arguments (a float or a bool is refused), so the key keeps each value's
+    type. Raises TypeError for an unhashable value.
+    """
+    if isinstance(v, (tuple, list)):
+        return (type(v), tuple(_frozen(e) for e in v))
+    hash(v)
+    return (type(v), v)
+
+
+#: Geometries of recent calls, by shape and frozen arguments: a training loop
+#: pools the same shapes again and again, and building a Geometry costs more
+#: than pooling a small array.
+_GEOMETRIES = {}
+_GEOMETRIES_MAX = 1024
+
+
 def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
     """Validate pooling arguments against an input shape.
 
@@ -234,12 +254,27 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     Returns
     -------
     Geometry
+        Immutable; calls with the same shape and arguments may return the same object.
 
     Examples
     --------
     >>> make_geometry((1, 3, 8, 8), 2).out_shape
     (1, 3, 4, 4)
     """
+    try:
+        key = _frozen((shape, kernel, stride, padding, dilation, ceil_mode, axes))
+    except TypeError:
+        return _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
+    geom = _GEOMETRIES.get(key)
+    if geom is None:
+        geom = _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
+        if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = geom
+    return geom
+
+
+def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
     shape = tuple(int(n) for n in shape)
     axes_t, k, s, d, pads, ceil_mode = normalize_args(
         len(shape), kernel, stride, padding, dilation, ceil_mode, axes, shape

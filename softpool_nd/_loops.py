@@ -58,6 +58,8 @@ def layout_strides(shape, like_strides):
 def empty_like_layout(shape, like_strides, dtype, xp=np):
     """An uninitialised ``xp`` array of ``shape`` whose axes are ordered in memory like ``like_strides``."""
     order = layout_order(like_strides)
+    if order == tuple(range(len(order))):
+        return xp.empty(shape, dtype=dtype)
     buf = xp.empty(tuple(shape[a] for a in order), dtype=dtype)
     return buf.transpose(tuple(int(a) for a in np.argsort(order)))
 

@@ -18,6 +18,12 @@ before numba's first parallel call, which is what ``benchmarks/compare.py``
 and ``softpool-nd bench`` do. The same setting is advisable for any program
 that alternates between torch and numba on few cores.
 
+The size sweep is the exception: it runs in a fresh process without torch and
+with the caller's own wait policy, since it measures softpool_nd alone, as a
+NumPy program calls it. (Under PASSIVE, every parallel call first wakes the
+sleeping threads, about 45 µs on the CI-class machine: a third of the time of
+a 1 MB call.)
+
 ``benchmarks/compare.py`` and ``softpool-nd bench`` print :func:`run`'s table;
 the asv suite in ``benchmarks/`` reuses the cases and timers defined here.
 """
@@ -25,6 +31,8 @@ from __future__ import annotations
 
 import os
 
+#: The wait policy of the caller's environment (None: OpenMP's default).
+_CALLER_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import subprocess  # noqa: E402
@@ -194,6 +202,37 @@ def _first_call_seconds(case):
     return imp, first
 
 
+def _seconds_per_element(sizes, threads, rounds):
+    """Median seconds per element of ``pool()`` on float32 inputs of ``sizes`` bytes, in a fresh process.
+
+    The inputs have the reference image size, 112 x 112; only the number of
+    channels grows. As everywhere here, the sizes take turns within each
+    round, so that a busy spell of the machine slows all of them alike; the
+    small ones repeat within their turn to fill about as long as the largest.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if _CALLER_WAIT_POLICY is not None:
+        env["OMP_WAIT_POLICY"] = _CALLER_WAIT_POLICY
+    code = f"""
+import time, numba, numpy as np, softpool_nd
+numba.set_num_threads({threads})
+xs = [np.random.default_rng(0).standard_normal((1, max(1, n // 4 // 12544), 112, 112), dtype=np.float32)
+      for n in {tuple(sizes)!r}]
+reps = [max(1, xs[-1].size // x.size // 4) for x in xs]
+times = [[] for _ in xs]
+for r in range({rounds} + 1):
+    for x, k, ts in zip(xs, reps, times):
+        t = time.perf_counter()
+        for _ in range(k):
+            softpool_nd.pool(x)
+        ts.append((time.perf_counter() - t) / k / x.size)
+for ts in times:
+    print(float(np.median(ts[1:])))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return [float(v) for v in out.stdout.split()]
+
+
 def _row(label, value, target, ok):
     return f"| {label} | {value} | {target} | {'yes' if ok else 'NO'} |"
 
@@ -272,12 +311,7 @@ def run(quick: bool = False, threads: int = 2, out=print) -> str:
     lines.append(_row(f"{threads} threads vs 1 thread (speed-up)", f"{r:.2f}x", ">= 1.7x", r >= 1.7))
 
     sizes = (2**20, 2**24, 2**27) if quick else (2**20, 2**24, 2**28, 2**30)
-    per = []
-    for nbytes in sizes:
-        # the reference image size throughout; only the number of channels grows
-        xs = make_input(Case("", (1, max(1, nbytes // 4 // (112 * 112)), 112, 112)))
-        per.append(timeit_interleaved({"p": lambda: softpool_nd.pool(xs, **kw)}, rounds=3 if nbytes >= 2**28 else rounds)["p"] / xs.size)
-        del xs
+    per = _seconds_per_element(sizes, threads, rounds)
     spread = max(per) / min(per)
     lines.append(_row(f"time per element, {sizes[0] >> 20} MB to {sizes[-1] >> 20} MB (max/min)", f"{spread:.2f}", "<= 1.3", spread <= 1.3))
 

@@ -4,6 +4,8 @@ This module only prepares memory: it views arrays as flat buffers (no copy
 for any layout), allocates outputs in the input's layout and builds the loop
 table. The arithmetic lives in :mod:`softpool_nd.cpu.kernels`.
 """
+import functools
+
 import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -26,6 +28,11 @@ def _flat(a, writeable=False):
     Negative-stride axes are flipped so the view starts at the lowest address;
     no element is copied.
     """
+    if a.flags.c_contiguous and (a.flags.writeable or not writeable):
+        v = _storage(a).reshape(-1)
+        # inputs always reach the kernels read-only: one compiled type for them
+        v.flags.writeable = writeable
+        return v, 0
     flip = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)
     b = a[flip]
     item = a.dtype.itemsize
@@ -44,6 +51,22 @@ def _whole(a):
     return a if element_strides(a) is not None else np.ascontiguousarray(a)
 
 
+@functools.lru_cache(maxsize=1024)
+def _forward_plan(geom, x_strides):
+    """(output strides, loop table, kernel) of a forward call; cached, as calls repeat."""
+    ys = layout_strides(geom.out_shape, x_strides)
+    tab = loop_table(geom, x_strides, ys)
+    return ys, tab, kernels.forward_kernel(tab)
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_plan(geom, x_strides, g_strides):
+    """(output strides, loop table, kernel) of a backward call; cached like ``_forward_plan``."""
+    ys = layout_strides(geom.out_shape, x_strides)
+    tab = loop_table(geom, x_strides, ys, g_strides)
+    return ys, tab, kernels.backward_kernel(tab)
+
+
 def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` when given.
 
@@ -51,13 +74,12 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     """
     x = _whole(x)
     xflat, x0 = _flat(x)
-    ys = layout_strides(geom.out_shape, x.strides)
+    ys, tab, kernel = _forward_plan(geom, element_strides(x))
     direct = out is not None and element_strides(out) == ys
     y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
     lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
-    tab = loop_table(geom, element_strides(x), ys)
     lse_flat = _flat(lse, True)[0] if with_lse else np.empty(0, acc_dtype)
-    kernels.forward_kernel(tab)(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
+    kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
     if out is not None and not direct:
         out[...] = y
         y = out
@@ -67,7 +89,9 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
     x = _whole(x)
-    ys = layout_strides(geom.out_shape, x.strides)
+    x_strides = element_strides(x)
+    gx = empty_like_layout(x.shape, x.strides, x.dtype)
+    ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
 
     def aligned(a):
         """Copy an output-shaped array into the shared layout only when it is not in it."""
@@ -78,10 +102,8 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
         return b
 
     gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
-    gx = empty_like_layout(x.shape, x.strides, x.dtype)
     xflat, x0 = _flat(x)
-    tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
-    kernels.backward_kernel(tab)(
+    kernel(
         _flat(gy)[0], xflat, x0, _flat(y)[0], _flat(lse)[0], tab,
         acc_dtype.type(beta), exact, _flat(gx, True)[0], _tasks(),
     )

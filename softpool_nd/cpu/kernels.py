@@ -69,9 +69,34 @@ def _interior(n_out, n, k, s, d, p):
     return a, max(a, b)
 
 
+@_jit
+def _row_index(tab, r, col, idx):
+    """Set idx to the multi-index of row r over the outer dimensions, of extents tab[:-1, col]."""
+    rem = r
+    for a in range(tab.shape[0] - 2, -1, -1):
+        idx[a] = rem % tab[a, col]
+        rem //= tab[a, col]
+
+
+@_jit
+def _next_row(tab, col, idx):
+    """Advance idx to the next row, the last outer dimension fastest.
+
+    Rows are visited in order, so counting replaces the per-row integer
+    divisions of ``_row_index``, which a short row would wait on.
+    """
+    a = tab.shape[0] - 2
+    while a >= 0:
+        idx[a] += 1
+        if idx[a] < tab[a, col]:
+            return
+        idx[a] = 0
+        a -= 1
+
+
 @_inlined
-def _window_offsets(tab, r, offs):
-    """Offsets of the window cells along the outer dimensions for output row r.
+def _window_offsets(tab, idx, offs):
+    """Offsets of the window cells along the outer dimensions for the output row at multi-index idx.
 
     Returns (number of cells, output offset of the row). The cell list is the
     product of each outer dimension's clipped window, expanded in place.
@@ -80,10 +105,8 @@ def _window_offsets(tab, r, offs):
     offs[0] = 0
     count = 1
     ybase = 0
-    rem = r
     for a in range(n_outer - 1, -1, -1):
-        o = rem % tab[a, O]
-        rem //= tab[a, O]
+        o = idx[a]
         ybase += o * tab[a, YS]
         start = o * tab[a, S] - tab[a, P]
         lo, hi = _clip(start, tab[a, K], tab[a, D], tab[a, L])
@@ -182,20 +205,23 @@ def _sweep_for(k, s, count):
     """
 
     @_inlined
-    def step(x, xb, bases, o0, width, beta, scratch):
+    def step(x, y, xb, bases, yb, o0, width, n, beta, with_lse, scratch):
         zero = acc(0.0, beta)
         for j in range(width):
             o = o0 + j
-            ref = acc(x[_u(xb + bases[0] + o * s)], beta)
+            # the first cell seeds the maximum; loaded like the others (one
+            # interleaved vector load), not on its own (a gather)
+            ref = acc(x[_u(xb + _base(0, bases) + o * s)], beta)
             m = _z(ref, beta)
             for q in range(count):
                 b = xb + _base(q, bases) + o * s
                 for i in range(k):
-                    v = acc(x[_u(b + i)], beta)
-                    z = _z(v, beta)
-                    if z > m:
-                        m = z
-                        ref = v
+                    if q + i > 0:
+                        v = acc(x[_u(b + i)], beta)
+                        z = _z(v, beta)
+                        if z > m:
+                            m = z
+                            ref = v
             ref = ref if np.isfinite(ref) else zero
             ssum = zero
             tsum = zero
@@ -206,9 +232,12 @@ def _sweep_for(k, s, count):
                     e = _weight(_z(v, beta), m)
                     ssum += e
                     tsum += _moment(e, v, ref)
-            scratch[0, _u(o)] = m
-            scratch[1, _u(o)] = ssum
-            scratch[2, _u(o)] = ref + tsum / ssum
+            # the padding windows of a last step are computed, never stored
+            if o < n:
+                y[_u(yb + o)] = store(ref + tsum / ssum, y)
+            if with_lse:
+                scratch[0, _u(o)] = m
+                scratch[1, _u(o)] = ssum
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
@@ -216,12 +245,11 @@ def _sweep_for(k, s, count):
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         spare = (x.size - (xb + top + (n - 1) * s + k)) // s
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        rest = max(0, n - steps * LANES)
         for t in range(steps):
-            step(x, xb, bases, t * LANES, LANES, beta, scratch)
+            step(x, y, xb, bases, yb, t * LANES, LANES, n, beta, with_lse, scratch)
         # the windows of a last partial step that could not be padded
-        step(x, xb, bases, steps * LANES, max(0, n - steps * LANES), beta, scratch)
-        for o in range(n):
-            y[_u(yb + o)] = store(scratch[2, _u(o)], y)
+        step(x, y, xb, bases, yb, steps * LANES, rest, n, beta, with_lse, scratch)
         if with_lse:
             for o in range(n):
                 lse[_u(yb + o)] = scratch[0, o] + np.log(scratch[1, o])
@@ -241,7 +269,7 @@ FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
 
 @_jit
 def _offsets_scratch(n):
-    """A thread's offsets array, rewritten for every row.
+    """A thread's offsets (or row multi-index) array, rewritten for every row.
 
     Padded to 512 bytes beyond what is used, so that no two threads' arrays
     share a cache line: false sharing here made two threads slower than one.
@@ -274,17 +302,22 @@ def _forward_units_for(sweep, cells):
     """
 
     @_jit
-    def units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, scratch):
+    def units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch):
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys = tab[inner, XS], tab[inner, YS]
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
         n = ob - oa
         n_blocks = _n_blocks(n)
+        bi = u0 % n_blocks
+        _row_index(tab, u0 // n_blocks, O, idx)
         for u in range(u0, u1):
-            r = u // n_blocks
-            bi = u - r * n_blocks
-            count, ybase = _window_offsets(tab, r, offs)
+            if u > u0:
+                bi += 1
+                if bi == n_blocks:
+                    bi = 0
+                    _next_row(tab, O, idx)
+            count, ybase = _window_offsets(tab, idx, offs)
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
             fast = count == cells
@@ -341,9 +374,10 @@ def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
     n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
         offs = _offsets_scratch(n_cells)
+        idx = _offsets_scratch(inner)
         scratch = _lse_scratch(lse)
         u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
-        _class_units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, scratch)  # noqa: F821 (bound per class)
+        _class_units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch)  # noqa: F821 (bound per class)
 
 
 _FORWARD_KERNELS = {
@@ -391,8 +425,8 @@ def _member(j, o, s, d, p):
 
 
 @_inlined
-def _containing_offsets(tab, r, offs):
-    """Output offsets of the windows containing input row r along the outer dimensions.
+def _containing_offsets(tab, idx, offs):
+    """Output offsets of the windows containing the input row at multi-index idx, along the outer dimensions.
 
     Returns (number of windows, input offset of the row, grad offset of the row).
     """
@@ -401,10 +435,8 @@ def _containing_offsets(tab, r, offs):
     count = 1
     xbase = 0
     gbase = 0
-    rem = r
     for a in range(n_outer - 1, -1, -1):
-        j = rem % tab[a, L]
-        rem //= tab[a, L]
+        j = idx[a]
         xbase += j * tab[a, XS]
         gbase += j * tab[a, GS]
         lo, hi = _containing(j, tab[a, K], tab[a, S], tab[a, D], tab[a, P], tab[a, O])
@@ -545,7 +577,7 @@ def _backward_units_for(sweep, windows, sweep_one):
     """
 
     @_jit
-    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, gbuf):
+    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, gbuf):
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
@@ -555,10 +587,15 @@ def _backward_units_for(sweep, windows, sweep_one):
         j0 = oa * Si - Pi
         ja = min(Li, j0 + cf * Si) if n else Li
         jb = max(ja, min(Li, j0 + n * Si)) if n else Li
+        bi = u0 % n_blocks
+        _row_index(tab, u0 // n_blocks, L, idx)
         for u in range(u0, u1):
-            r = u // n_blocks
-            bi = u - r * n_blocks
-            count, xbase, gbase = _containing_offsets(tab, r, offs)
+            if u > u0:
+                bi += 1
+                if bi == n_blocks:
+                    bi = 0
+                    _next_row(tab, L, idx)
+            count, xbase, gbase = _containing_offsets(tab, idx, offs)
             c0 = cf + bi * BLOCK
             c1 = min(n, c0 + BLOCK)
             many = count == windows
@@ -599,9 +636,10 @@ def _backward_template(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
     n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
         offs = _offsets_scratch(n_windows)
+        idx = _offsets_scratch(inner)
         gbuf = _lse_scratch(lse)[0]
         u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
-        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, gbuf)  # noqa: F821 (bound per class)
+        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, gbuf)  # noqa: F821 (bound per class)
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
