@@ -205,7 +205,7 @@ def _sweep_for(k, s, count):
     """
 
     @_inlined
-    def step(x, y, xb, bases, yb, o0, width, n, beta, with_lse, scratch):
+    def step(x, xb, bases, o0, width, beta, scratch):
         zero = acc(0.0, beta)
         for j in range(width):
             o = o0 + j
@@ -232,12 +232,9 @@ def _sweep_for(k, s, count):
                     e = _weight(_z(v, beta), m)
                     ssum += e
                     tsum += _moment(e, v, ref)
-            # the padding windows of a last step are computed, never stored
-            if o < n:
-                y[_u(yb + o)] = store(ref + tsum / ssum, y)
-            if with_lse:
-                scratch[0, _u(o)] = m
-                scratch[1, _u(o)] = ssum
+            scratch[0, _u(o)] = m
+            scratch[1, _u(o)] = ssum
+            scratch[2, _u(o)] = ref + tsum / ssum
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
@@ -247,9 +244,11 @@ def _sweep_for(k, s, count):
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
         rest = max(0, n - steps * LANES)
         for t in range(steps):
-            step(x, y, xb, bases, yb, t * LANES, LANES, n, beta, with_lse, scratch)
+            step(x, xb, bases, t * LANES, LANES, beta, scratch)
         # the windows of a last partial step that could not be padded
-        step(x, y, xb, bases, yb, steps * LANES, rest, n, beta, with_lse, scratch)
+        step(x, xb, bases, steps * LANES, rest, beta, scratch)
+        for o in range(n):
+            y[_u(yb + o)] = store(scratch[2, _u(o)], y)
         if with_lse:
             for o in range(n):
                 lse[_u(yb + o)] = scratch[0, o] + np.log(scratch[1, o])
