@@ -154,6 +154,36 @@ def test_long_rows_are_split_into_blocks_with_the_same_result():
     np.testing.assert_allclose(g, reference_backward(np.ones(y.shape), x.astype(np.float64), kernel=2), rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("shape, kw", [
+    ((3, 5, 4 * kernels.BLOCK + 6), dict(kernel=2)),  # rows of several work units
+    ((2, 3, 7, 9, 12), dict(kernel=2, padding=1)),  # 3-d, clipped outer windows
+    ((2, 5, 11, 13), dict(kernel=3, stride=2)),
+])
+def test_any_split_into_tasks_gives_the_same_bits(shape, kw):
+    # every task starts its run of rows at an arbitrary work unit: the row index
+    # it counts from there must be the one the unit's number gives
+    x = np.random.default_rng(12).normal(size=shape).astype(np.float32)
+    geom = make_geometry(x.shape, **kw)
+    xs = element_strides(x)
+    ys, tab, fwd = backend._forward_plan(geom, xs)
+    _, btab, bwd = backend._backward_plan(geom, xs, xs)
+    gy = np.random.default_rng(13).normal(size=geom.out_shape).astype(np.float32)
+    xflat = backend._flat(x)[0]  # read-only, as the backend passes it: no new compilation
+    results = []
+    for tasks in (1, 2, 3, 7, 64, 1000):
+        y = np.full(geom.out_shape, np.nan, np.float32)
+        lse = np.full(geom.out_shape, np.nan, np.float32)
+        fwd(xflat, 0, tab, np.float32(1.0), y.reshape(-1), lse.reshape(-1), True, tasks)
+        gx = np.full(x.shape, np.nan, np.float32)
+        bwd(backend._flat(gy)[0], xflat, 0, backend._flat(y)[0], backend._flat(lse)[0], btab, np.float32(1.0), True, gx.reshape(-1), tasks)
+        results.append((y, lse, gx))
+    y_ref, lse_ref = reference_forward(x.astype(np.float64), **kw)
+    np.testing.assert_allclose(results[0][0], y_ref, rtol=2e-5, atol=2e-5)
+    for y, lse, gx in results[1:]:
+        for got, want in zip((y, lse, gx), results[0]):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_pool_asks_the_backend_for_no_lse():
     x = np.random.default_rng(4).normal(size=(2, 3, 8, 8)).astype(np.float32)
     geom = make_geometry(x.shape, 2)

@@ -79,3 +79,25 @@ def test_import_is_cheap_and_compiles_nothing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1] == "False"  # numba (and every kernel) loads on first use
     assert best < 0.5
+
+
+def test_geometry_cache_keeps_apart_what_the_checks_keep_apart():
+    # 2, 2.0, True and numpy.int64(2) hash alike; a cache keyed on the bare
+    # values would hand the float or the bool the geometry of the valid int
+    x = np.zeros((1, 1, 8, 8))
+    good = make_geometry(x.shape, 2)
+    assert make_geometry(x.shape, 2) is good
+    assert make_geometry(x.shape, np.int64(2)) == good
+    assert make_geometry(x.shape, (2, 2)) == good and make_geometry(x.shape, [2, 2]) == good
+    for bad in (2.0, True, (2, 2.0), (True, 2)):
+        with pytest.raises(TypeError, match="kernel="):
+            make_geometry(x.shape, bad)
+        with pytest.raises(TypeError, match="kernel="):
+            softpool_nd.pool(x, kernel=bad)
+    with pytest.raises(TypeError, match="ceil_mode="):
+        make_geometry(x.shape, 2, ceil_mode=1)
+    # the shape is part of the key: the same arguments on another shape
+    assert make_geometry((1, 1, 6, 6), 2).out_shape == (1, 1, 3, 3)
+    # an unhashable argument skips the cache: the checks, not hash(), report it
+    with pytest.raises(TypeError, match="kernel=array"):
+        make_geometry(x.shape, np.array([2, 2]))
