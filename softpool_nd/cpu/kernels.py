@@ -95,6 +95,22 @@ def _next_row(tab, col, idx):
 
 
 @_inlined
+def _first_unit(tab, u0, n_blocks, col, idx):
+    """Set idx to the row of work unit u0 (rows of n_blocks units); return u0's block in its row."""
+    _row_index(tab, u0 // n_blocks, col, idx)
+    return u0 % n_blocks
+
+
+@_inlined
+def _next_unit(tab, bi, n_blocks, col, idx):
+    """The block of the work unit after block bi; idx moves on to the next row after a row's last block."""
+    if bi + 1 < n_blocks:
+        return bi + 1
+    _next_row(tab, col, idx)
+    return 0
+
+
+@_inlined
 def _window_offsets(tab, idx, offs):
     """Offsets of the window cells along the outer dimensions for the output row at multi-index idx.
 
@@ -308,14 +324,10 @@ def _forward_units_for(sweep, cells):
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
         n = ob - oa
         n_blocks = _n_blocks(n)
-        bi = u0 % n_blocks
-        _row_index(tab, u0 // n_blocks, O, idx)
+        bi = _first_unit(tab, u0, n_blocks, O, idx)
         for u in range(u0, u1):
             if u > u0:
-                bi += 1
-                if bi == n_blocks:
-                    bi = 0
-                    _next_row(tab, O, idx)
+                bi = _next_unit(tab, bi, n_blocks, O, idx)
             count, ybase = _window_offsets(tab, idx, offs)
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
@@ -586,14 +598,10 @@ def _backward_units_for(sweep, windows, sweep_one):
         j0 = oa * Si - Pi
         ja = min(Li, j0 + cf * Si) if n else Li
         jb = max(ja, min(Li, j0 + n * Si)) if n else Li
-        bi = u0 % n_blocks
-        _row_index(tab, u0 // n_blocks, L, idx)
+        bi = _first_unit(tab, u0, n_blocks, L, idx)
         for u in range(u0, u1):
             if u > u0:
-                bi += 1
-                if bi == n_blocks:
-                    bi = 0
-                    _next_row(tab, L, idx)
+                bi = _next_unit(tab, bi, n_blocks, L, idx)
             count, xbase, gbase = _containing_offsets(tab, idx, offs)
             c0 = cf + bi * BLOCK
             c1 = min(n, c0 + BLOCK)
