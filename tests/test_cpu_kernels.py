@@ -49,9 +49,16 @@ def test_polynomial_exp_special_values(dtype):
 # (shape, pooling kwargs, forward class, backward class): each configuration class
 # with a kernel of its own, on rows long enough for the sweeps and with padding
 # so that clipped windows and rows with fewer cells take the general code.
+# Backward classes of three numbers are cell-major (``_BACKWARD_KERNELS``), of
+# two tilings (``_TILED_KERNELS``).
 CLASSES = [
     ((2, 3, 70), dict(kernel=2), (2, 2, 1), (2, 2, 1)),
-    ((2, 3, 9, 70), dict(kernel=2), (2, 2, 2), (2, 2, 1)),
+    ((2, 3, 8, 70), dict(kernel=2), (2, 2, 2), (2, 2)),
+    ((2, 3, 8, 71), dict(kernel=2), (2, 2, 2), (2, 2)),  # a last cell in no window
+    ((2, 3, 8, 71), dict(kernel=2, ceil_mode=True), (2, 2, 2), (2, 2)),  # a clipped last window
+    ((1, 2, 4, 6, 71), dict(kernel=2), (2, 2, 4), (2, 4)),
+    ((2, 8, 10, 40), dict(kernel=2, axes=(1, 2)), (1, 1, 4), (1, 4)),
+    ((2, 3, 9, 70), dict(kernel=2), (2, 2, 2), (2, 2, 1)),  # a row in no window: not a tiling
     ((2, 3, 9, 70), dict(kernel=2, padding=1), (2, 2, 2), (2, 2, 1)),
     ((1, 2, 5, 6, 70), dict(kernel=2), (2, 2, 4), (2, 2, 1)),
     ((2, 3, 11, 70), dict(kernel=3, stride=2, padding=1), (3, 2, 3), (3, 2, 2)),
@@ -72,7 +79,8 @@ def test_each_configuration_class_gets_its_kernel(shape, kw, fwd_class, bwd_clas
     geom, tab = _table(x, kw, softpool_nd.output_shape(shape, **kw))
     expect_fwd = kernels._FORWARD_KERNELS[fwd_class] if fwd_class else kernels.forward
     assert kernels.forward_kernel(tab) is expect_fwd
-    assert kernels.backward_kernel(tab) is kernels._BACKWARD_KERNELS[bwd_class]
+    expect_bwd = (kernels._BACKWARD_KERNELS if len(bwd_class) == 3 else kernels._TILED_KERNELS)[bwd_class]
+    assert kernels.backward_kernel(tab) is expect_bwd
 
 
 def test_other_layouts_take_the_general_kernels():
@@ -156,6 +164,8 @@ def test_long_rows_are_split_into_blocks_with_the_same_result():
 
 @pytest.mark.parametrize("shape, kw", [
     ((3, 5, 4 * kernels.BLOCK + 6), dict(kernel=2)),  # rows of several work units
+    ((1, 3, 4, 2 * kernels.BLOCK + 9), dict(kernel=2)),  # the same, tiled, a last cell in no window
+    ((2, 3, 4, 6, 14), dict(kernel=2)),  # 3-d, tiled
     ((2, 3, 7, 9, 12), dict(kernel=2, padding=1)),  # 3-d, clipped outer windows
     ((2, 5, 11, 13), dict(kernel=3, stride=2)),
 ])
@@ -192,13 +202,20 @@ def test_pool_asks_the_backend_for_no_lse():
     np.testing.assert_array_equal(y, softpool_nd.forward(x, 2)[0])
 
 
-@pytest.mark.parametrize("kw", [dict(kernel=2), dict(kernel=2, padding=1), dict(kernel=3, stride=2)])
-def test_backward_sweeps_match_the_general_kernel_for_every_row_length(kw):
+@pytest.mark.parametrize("outer, kw", [
+    ((2, 3), dict(kernel=2)),
+    ((2, 3), dict(kernel=2, padding=1)),
+    ((2, 3), dict(kernel=3, stride=2)),
+    ((2, 3, 2), dict(kernel=2)),  # tiled
+    ((1, 2, 2, 2), dict(kernel=2)),  # tiled, 3-d
+    ((2, 2, 2), dict(kernel=2, axes=(1, 2))),  # tiled, channels-last: rows of n channels
+])
+def test_backward_sweeps_match_the_general_kernel_for_every_row_length(outer, kw):
     # rows of 1 to 76 windows: whole BACK_LANES steps, padded LANES steps and an
     # unpadded rest (the last row of an array has no spare cells to pad with)
     rng = np.random.default_rng(11)
     for n in range(3, 154):
-        x = rng.normal(size=(2, 3, n)).astype(np.float32)
+        x = rng.normal(size=outer + (n,)).astype(np.float32)
         y, lse = softpool_nd.forward(x, **kw)
         g = softpool_nd.backward(np.ones(y.shape, np.float32), x, y=y, lse=lse, **kw)
         _, _, g_general = _run_general(x, kw)
@@ -206,3 +223,19 @@ def test_backward_sweeps_match_the_general_kernel_for_every_row_length(kw):
         np.testing.assert_allclose(g, g_general, rtol=tol, atol=tol, err_msg=f"row length {n}")
         g_ref = reference_backward(np.ones(y.shape), x.astype(np.float64), **kw)
         np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=2e-4, err_msg=f"row length {n}")
+
+
+def test_tiled_backward_only_where_grad_x_shares_the_layout_of_x():
+    # the tiled sweeps address x and grad_x with the same offsets: an input
+    # cut out of a wider array (row stride 80, grad_x's 70) takes the cell-major kernel
+    x = np.random.default_rng(14).normal(size=(2, 3, 8, 80)).astype(np.float32)[..., :70]
+    geom = make_geometry(x.shape, 2)
+    gs = backend.layout_strides(x.shape, x.strides)
+    assert kernels.backward_kernel(backend._backward_plan(geom, element_strides(x), gs)[1]) is (
+        kernels._BACKWARD_KERNELS[(2, 2, 1)])
+    assert kernels.backward_kernel(backend._backward_plan(geom, gs, gs)[1]) is kernels._TILED_KERNELS[(2, 2)]
+    y, lse = softpool_nd.forward(x, 2)
+    gy = np.random.default_rng(15).normal(size=y.shape).astype(np.float32)
+    g = softpool_nd.backward(gy, x, 2, y=y, lse=lse)
+    g_contig = softpool_nd.backward(gy, np.ascontiguousarray(x), 2, y=y, lse=lse)
+    np.testing.assert_array_equal(g, g_contig)

@@ -26,6 +26,15 @@ first use: a call never triggers a compilation that depends on its sizes.
 The few clipped windows at the row ends, and rows of another class, take the
 scalar per-window / per-cell path. All paths evaluate the same formula in the
 same cell order, so non-finite inputs follow the same rules everywhere.
+
+The backward gathers per input cell: each cell sums its share of every window
+it lies in, so nothing is written twice and no atomics are needed. It walks
+input rows (cell-major), except for tilings (every cell in exactly one
+window, the common k2s2 over two or three axes): those walk output rows like
+the forward and finish all the input rows of a window row at once (see
+``_tiled_sweep_for``): a row's fixed cost is paid once per output row, not
+once per input row (a quarter as often in 3-D), and y, lse and grad_y are
+read once, not once per input row.
 """
 import types
 
@@ -110,7 +119,7 @@ def _next_unit(tab, bi, n_blocks, col, idx):
     return 0
 
 
-@_inlined
+@_jit
 def _window_offsets(tab, idx, offs):
     """Offsets of the window cells along the outer dimensions for the output row at multi-index idx.
 
@@ -133,6 +142,41 @@ def _window_offsets(tab, idx, offs):
                 offs[j * w + i - lo] = base + (start + i * tab[a, D]) * tab[a, XS]
         count *= w
     return count, ybase
+
+
+@_inlined
+def _first_window_unit(tab, u0, n_blocks, idx, offs):
+    """``_first_unit`` over output rows: (block, count, ybase), offs holding the row's cell offsets.
+
+    The row's cells and output offset are those of ``_window_offsets``.
+    """
+    bi = _first_unit(tab, u0, n_blocks, O, idx)
+    count, ybase = _window_offsets(tab, idx, offs)
+    return bi, count, ybase
+
+
+@_inlined
+def _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase):
+    """``_next_unit`` over output rows, keeping (count, ybase) and offs those of the unit's row.
+
+    When only the last outer index moves on, and neither its old nor its new
+    window is clipped, every cell moves by one stride: a shift instead of the
+    rebuild, which cost about 20 ns a row (``benchmarks/row_costs.py``), a
+    fifth of a 28-window row.
+    """
+    bi = _next_unit(tab, bi, n_blocks, O, idx)
+    if bi > 0:
+        return bi, count, ybase
+    a = tab.shape[0] - 2
+    if a >= 0 and idx[a] > 0:
+        start = idx[a] * tab[a, S] - tab[a, P]
+        if start - tab[a, S] >= 0 and start + (tab[a, K] - 1) * tab[a, D] < tab[a, L]:
+            shift = tab[a, S] * tab[a, XS]
+            for q in range(count):
+                offs[q] += shift
+            return bi, count, ybase + tab[a, YS]
+    count, ybase = _window_offsets(tab, idx, offs)
+    return bi, count, ybase
 
 
 @_jit
@@ -215,15 +259,17 @@ def _sweep_for(k, s, count):
     Rows are short (56 windows for a 112-wide image), so the last step is not
     left to scalar code: it runs over whole LANES windows too when the cells
     of the extra windows (``spare`` of them) still lie inside x, and only
-    the first n results are kept. Cells are visited in the order of
-    ``_window``; lse, when asked for, is finished in a second (scalar) loop
-    because ``np.log`` is a libm call.
+    the first n results are kept. Only the last rows of x have no spare
+    cells; the sweep returns how many windows it did, and leaves the others
+    to the caller's per-window path (one copy of the step less to compile).
+    Cells are visited in the order of ``_window``; lse, when asked for, is
+    finished in a second (scalar) loop because ``np.log`` is a libm call.
     """
 
     @_inlined
-    def step(x, xb, bases, o0, width, beta, scratch):
+    def step(x, xb, bases, o0, beta, scratch):
         zero = acc(0.0, beta)
-        for j in range(width):
+        for j in range(LANES):
             o = o0 + j
             # the first cell seeds the maximum; loaded like the others (one
             # interleaved vector load), not on its own (a gather)
@@ -258,16 +304,15 @@ def _sweep_for(k, s, count):
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         spare = (x.size - (xb + top + (n - 1) * s + k)) // s
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
-        rest = max(0, n - steps * LANES)
         for t in range(steps):
-            step(x, xb, bases, t * LANES, LANES, beta, scratch)
-        # the windows of a last partial step that could not be padded
-        step(x, xb, bases, steps * LANES, rest, beta, scratch)
-        for o in range(n):
+            step(x, xb, bases, t * LANES, beta, scratch)
+        done = min(n, steps * LANES)
+        for o in range(done):
             y[_u(yb + o)] = store(scratch[2, _u(o)], y)
         if with_lse:
-            for o in range(n):
+            for o in range(done):
                 lse[_u(yb + o)] = scratch[0, o] + np.log(scratch[1, o])
+        return done
 
     return sweep
 
@@ -293,14 +338,18 @@ def _offsets_scratch(n):
 
 
 @_jit
-def _lse_scratch(lse):
-    """A thread's scratch for the max, weight sum and result of a block of windows
-    (forward) or, its first row, the gradients of a block's cells (backward).
+def _scratch(lse, shape):
+    """A thread's scratch of ``shape`` rows and columns, its kernel's constant.
 
-    Allocated in a function of its own: numba hoists a bare ``np.empty`` out of
-    the parallel loop, which would give every thread the same array.
+    For the max, weight sum and result of a block of windows (forward) or the
+    gradients of a block's cells (backward). Allocated in a function of its
+    own: numba hoists a bare ``np.empty`` out of the parallel loop, which
+    would give every thread the same array. Padded like ``_offsets_scratch``;
+    and kept small, as every call allocates one per task: a 196 kB scratch
+    (above malloc's default mmap threshold, 128 kB) made the k3s2 forward up
+    to 10x slower with two threads in some processes.
     """
-    return np.empty((3, 3 * BLOCK), lse.dtype)
+    return np.empty((shape[0], shape[1] + 64), lse.dtype)
 
 
 @_jit
@@ -324,23 +373,21 @@ def _forward_units_for(sweep, cells):
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
         n = ob - oa
         n_blocks = _n_blocks(n)
-        bi = _first_unit(tab, u0, n_blocks, O, idx)
+        bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
         for u in range(u0, u1):
             if u > u0:
-                bi = _next_unit(tab, bi, n_blocks, O, idx)
-            count, ybase = _window_offsets(tab, idx, offs)
+                bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
-            fast = count == cells
-            if fast and o1 > o0:
-                sweep(x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch)
+            done = 0
+            if count == cells and o1 > o0:
+                done = sweep(x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch)
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1
-            # the windows of [first, last) outside the sweep's [o0, o1), without
-            # visiting (and testing) every window of the row
-            gap = max(0, o1 - o0) if fast else 0
-            for i in range(first, last - gap):
-                o = i if i < o0 else i + gap
+            # the windows of [first, last) outside the sweep's [o0, o0 + done),
+            # without visiting (and testing) every window of the row
+            for i in range(first, last - done):
+                o = i if i < o0 else i + done
                 start = o * Si - Pi
                 lo, hi = _clip(start, Ki, Di, Li)
                 yo, lse_o = _window(x, x0 + start * xs, offs, count, lo, hi, Di, xs, beta)
@@ -351,28 +398,12 @@ def _forward_units_for(sweep, cells):
     return units
 
 
-def _class_kernel(template, units, name):
-    """A parallel cached kernel running ``template`` with ``_class_units`` bound to ``units``.
+@_jit
+def _window_work(tab):
+    """(work units, outer cells per window) of a kernel that walks output rows.
 
-    Each configuration class gets its own kernel, compiled on first use, so
-    that a program compiles only the classes it pools with. The copy shares
-    the template's code but has its own globals and name: numba runs a prange
-    in a closure serially, keys its cache on the name, and freezes globals as
-    constants, so ``units`` is called directly, not through a function value.
-    """
-    fn = types.FunctionType(template.__code__, {**template.__globals__, "_class_units": units}, name)
-    fn.__qualname__ = name
-    fn.__doc__ = template.__doc__
-    return _kernel(fn)
-
-
-def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
-    """SoftPool forward: y and, when ``with_lse``, lse (flat, offset 0, strides in column YS).
-
-    The work units are blocks of at most BLOCK unclipped windows of one row
-    (a row's clipped windows go with its first or last block). They are split
-    into at most ``tasks`` contiguous ranges, each with its own scratch; the
-    split never changes a result, only who computes it.
+    Its work units are blocks of at most BLOCK unclipped windows of one output
+    row (a row's clipped windows go with its first or last block).
     """
     inner = tab.shape[0] - 1
     n_rows = 1
@@ -381,23 +412,59 @@ def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
         n_rows *= tab[a, O]
         n_cells *= tab[a, K]
     oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
-    units = n_rows * _n_blocks(ob - oa)
+    return n_rows * _n_blocks(ob - oa), n_cells
+
+
+def _class_kernel(template, units, work, scratch, name):
+    """A parallel cached kernel running ``template`` with ``_class_units`` bound to ``units``,
+    ``_class_work`` to ``work`` and ``_class_scratch`` to the (rows, columns) of the scratch
+    ``units`` needs.
+
+    Each configuration class gets its own kernel, compiled on first use, so
+    that a program compiles only the classes it pools with. The copy shares
+    the template's code but has its own globals and name: numba runs a prange
+    in a closure serially, keys its cache on the name, and freezes globals as
+    constants, so ``units`` is called directly, not through a function value.
+    """
+    bound = {**template.__globals__, "_class_units": units, "_class_work": work, "_class_scratch": scratch}
+    fn = types.FunctionType(template.__code__, bound, name)
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    return _kernel(fn)
+
+
+def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
+    """SoftPool forward: y and, when ``with_lse``, lse (flat, offset 0, strides in column YS).
+
+    The work units (see ``_window_work``) are split into at most ``tasks``
+    contiguous ranges, each with its own scratch; the split never changes a
+    result, only who computes it.
+    """
+    units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
     n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
-        offs = _offsets_scratch(n_cells)
-        idx = _offsets_scratch(inner)
-        scratch = _lse_scratch(lse)
+        offs = _offsets_scratch(n_offs)
+        idx = _offsets_scratch(tab.shape[0] - 1)
+        scratch = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
         u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
         _class_units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch)  # noqa: F821 (bound per class)
 
 
+#: Scratch of the forward sweeps: max, weight sum and result of a block's
+#: windows, whose last step may be padded.
+_FORWARD_SCRATCH = (3, BLOCK + LANES)
 _FORWARD_KERNELS = {
-    key: _class_kernel(_forward_template, _forward_units_for(_sweep_for(*key), key[2]), "forward_%d%d%d" % key)
+    key: _class_kernel(
+        _forward_template, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
+        "forward_%d%d%d" % key,
+    )
     for key in FAST_FORWARD
 }
 #: The general forward kernel (any geometry, any strides); its units never
 #: call their sweep: no row has -1 cells.
-forward = _class_kernel(_forward_template, _forward_units_for(_sweep_for(2, 2, 1), -1), "forward")
+forward = _class_kernel(
+    _forward_template, _forward_units_for(_sweep_for(2, 2, 1), -1), _window_work, _FORWARD_SCRATCH, "forward"
+)
 
 
 def _unit(tab, *cols):
@@ -512,6 +579,7 @@ def _backward_sweep_for(kc, sc, cc):
     so it is vectorised, not unrolled) whose last step is padded, as in the
     forward sweep, with extra cells (gathered into ``g``, never stored) when
     they lie inside the arrays: a 28-window row computes 32 cells, not 64.
+    As the forward sweep, it returns how many of the c it did.
     """
     last = (kc - 1) // sc
 
@@ -547,10 +615,10 @@ def _backward_sweep_for(kc, sc, cc):
         step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, g)
         c = c0 + steps * BACK_LANES
         step(gy, x, y, lse, xb, yb, bases, c0, c, tail * LANES, beta, exact, g)
-        c += tail * LANES
-        step(gy, x, y, lse, xb, yb, bases, c0, c, max(0, c0 + n - c), beta, exact, g)
-        for i in range(n * sc):
+        done = min(n, steps * BACK_LANES + tail * LANES)
+        for i in range(done * sc):
             gx[_u(gb + c0 * sc + i)] = store(g[_u(i)], gx)
+        return done
 
     return sweep
 
@@ -588,7 +656,8 @@ def _backward_units_for(sweep, windows, sweep_one):
     """
 
     @_jit
-    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, gbuf):
+    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, scratch):
+        gbuf = scratch[0]
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
@@ -605,22 +674,128 @@ def _backward_units_for(sweep, windows, sweep_one):
             count, xbase, gbase = _containing_offsets(tab, idx, offs)
             c0 = cf + bi * BLOCK
             c1 = min(n, c0 + BLOCK)
-            many = count == windows
-            one = windows > 0 and count == 1
-            if (many or one) and c1 > c0:
-                if many:
-                    sweep(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
-                else:
-                    sweep_one(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+            done = 0
+            if count == windows and c1 > c0:
+                done = sweep(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+            elif windows > 0 and count == 1 and c1 > c0:
+                done = sweep_one(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
             ca = max(ja, j0 + c0 * Si)
             cb = max(ca, min(jb, j0 + c1 * Si))
             first = 0 if bi == 0 else ca
             last = Li if bi == n_blocks - 1 else cb
-            gap = cb - ca if many or one else 0
+            # the cells of [first, last) that the sweep did not do
+            gap = max(ca, min(jb, j0 + (c0 + done) * Si)) - ca
             for i in range(first, last - gap):
                 j = i if i < ca else i + gap
                 g = _cell_backward(gy, x, y, lse, x0 + xbase + j * xs, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact)
                 gx[gbase + j * gs] = store(g, gx)
+
+    return units
+
+
+@_jit
+def _cell_work(tab):
+    """(work units, outer windows per cell) of a kernel that walks input rows.
+
+    Its work units are blocks of a row's cells (see ``_block_cells``), the
+    row's other cells going with its first or last block.
+    """
+    inner = tab.shape[0] - 1
+    n_rows = 1
+    n_windows = 1
+    for a in range(inner):
+        n_rows *= tab[a, L]
+        n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
+    blocks = _block_cells(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])[3]
+    return n_rows * blocks, n_windows
+
+
+def _tiled_sweep_for(k, count):
+    """The backward sweep of a tiling (kernel = stride = k, ``count`` <= 4 outer cells), constants.
+
+    Window o of a block of one output row, at yb + o in the output-shaped
+    arrays, holds the cells xb + offs[q] + o*k + i (q < count, i < k), and
+    each of them lies in that window only: its gradient is the one term of
+    ``_cell_backward``. A step loads a window's lse, grad_y and y once and
+    writes its count*k gradients to g[q*k + i, o]: a loop over LANES windows
+    as the forward sweep's, padded in the same way and returning how many
+    windows it did, whose body is big enough not to be unrolled into scalar
+    code. (Stores interleaved by k, to g or straight to gx, kept LLVM from
+    vectorising it: 3-4x slower.) Then the count input rows' cells are
+    copied from g to gx (at gb + offs[q]).
+    """
+
+    @_inlined
+    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, g):
+        zero = acc(0.0, beta)
+        for j in range(LANES):
+            o = o0 + j
+            at = _u(yb + o)
+            lse_w = acc(lse[at], beta)
+            gy_w = acc(gy[at], beta)
+            y_w = acc(y[at], beta) if exact else zero
+            for q in range(count):
+                b = xb + _base(q, bases) + o * k
+                for i in range(k):
+                    v = acc(x[_u(b + i)], beta)
+                    z = _z(v, beta)
+                    # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
+                    g[q * k + i, _u(o)] = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
+
+    @_inlined
+    def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
+        bases = _bases(offs, count)
+        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
+        steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        for t in range(steps):
+            step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, g)
+        done = min(n, steps * LANES)
+        for q in range(count):
+            row = gb + _base(q, bases)
+            for o in range(done):
+                for i in range(k):
+                    gx[_u(row + o * k + i)] = store(g[q * k + i, _u(o)], gx)
+        return done
+
+    return sweep
+
+
+def _tiled_units_for(sweep, cells):
+    """Backward over the work units [u0, u1) (see ``_window_work``) of a tiling.
+
+    For loop tables where every input cell lies in exactly one window (see
+    ``_tiles``): each output row's ``cells`` input rows are finished together,
+    their unclipped windows' cells by ``sweep``, the cells after those it
+    did (the last rows' unpadded rest, cells in a clipped window or in none)
+    by ``_cell_backward``.
+    """
+
+    @_jit
+    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, g):
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        xs, ys = tab[inner, XS], tab[inner, YS]
+        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
+        n_blocks = _n_blocks(n)
+        row = _offsets_scratch(1)
+        bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
+        for u in range(u0, u1):
+            if u > u0:
+                bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
+            o0 = bi * BLOCK
+            o1 = min(n, o0 + BLOCK)
+            done = 0
+            if o1 > o0:
+                done = sweep(gy, x, y, lse, gx, x0 + o0 * Si * xs, o0 * Si * xs, offs, ybase + o0 * ys, o1 - o0, beta, exact, g)
+            last = Li if bi == n_blocks - 1 else o1 * Si
+            if (o0 + done) * Si < last:
+                row[0] = ybase
+                for q in range(count):
+                    for j in range((o0 + done) * Si, last):
+                        at = offs[q] + j * xs
+                        gj = _cell_backward(gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact)
+                        gx[at] = store(gj, gx)
 
     return units
 
@@ -630,23 +805,17 @@ def _backward_template(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
 
     gy, y and lse are flat output-shaped buffers sharing column YS; gx is a
     flat buffer with strides in column GS. ``exact`` False gives the paper's
-    rule (weights treated as constants) and never reads y. Work units are
-    blocks of a row's cells, as in ``forward``.
+    rule (weights treated as constants) and never reads y. The work units
+    (see ``_cell_work`` and ``_window_work``) are split as in ``forward``.
     """
-    inner = tab.shape[0] - 1
-    n_rows = 1
-    n_windows = 1
-    for a in range(inner):
-        n_rows *= tab[a, L]
-        n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
-    units = n_rows * _block_cells(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])[3]
+    units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
     n_chunks = max(1, min(units, tasks))
     for c in prange(n_chunks):
-        offs = _offsets_scratch(n_windows)
-        idx = _offsets_scratch(inner)
-        gbuf = _lse_scratch(lse)[0]
+        offs = _offsets_scratch(n_offs)
+        idx = _offsets_scratch(tab.shape[0] - 1)
+        g = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
         u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
-        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, gbuf)  # noqa: F821 (bound per class)
+        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, g)  # noqa: F821 (bound per class)
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
@@ -657,17 +826,55 @@ _BACKWARD_UNITS = {
     (3, 2, 1): (_back_321, 1, _back_321),
     (3, 2, 2): (_back_322, 2, _back_321),
 }
+#: Scratch of the cell-major sweeps: the gradients of a block's cells, at most
+#: two (the stride) per window, whose last step may be padded.
+_CELL_SCRATCH = (1, 2 * (BLOCK + LANES))
 _BACKWARD_KERNELS = {
-    key: _class_kernel(_backward_template, _backward_units_for(*_BACKWARD_UNITS[key]), "backward_%d%d%d" % key)
+    key: _class_kernel(
+        _backward_template, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
+        "backward_%d%d%d" % key,
+    )
     for key in FAST_BACKWARD
+}
+#: Tilings with a backward kernel of their own, as (kernel = stride innermost,
+#: outer cells): k2s2 over 2 and 3 axes and 2-d channels-last. (Over one
+#: axis the step is too small: LLVM unrolls it into scalar code, 4x slower
+#: than the cell-major sweep, whose rows are as long there.)
+FAST_TILED = ((2, 2), (2, 4), (1, 4))
+_TILED_KERNELS = {
+    key: _class_kernel(
+        _backward_template, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
+        (key[0] * key[1], BLOCK + LANES), "backward_tiled_%d%d" % key,
+    )
+    for key in FAST_TILED
 }
 #: The general backward kernel; its units never call their sweeps: no row is
 #: in -1 windows.
-backward = _class_kernel(_backward_template, _backward_units_for(_back_111, -1, _back_111), "backward")
+backward = _class_kernel(
+    _backward_template, _backward_units_for(_back_111, -1, _back_111), _cell_work, _CELL_SCRATCH, "backward"
+)
+
+
+def _tiles(tab):
+    """True when every input cell lies in exactly one window, the outer windows unclipped.
+
+    Kernel = stride, no dilation, no padding and, outer dimensions, a whole
+    number of windows; gx in x's layout (the tiled sweeps address both with
+    the same offsets). The innermost dimension may end in a clipped window or
+    in cells of no window.
+    """
+    k, s, d, p = tab[:, K], tab[:, S], tab[:, D], tab[:, P]
+    whole = tab[:-1, L] == tab[:-1, O] * tab[:-1, K]
+    return bool(np.all((k == s) & ((d == 1) | (k == 1)) & (p == 0)) and np.all(whole)
+                and np.array_equal(tab[:, XS], tab[:, GS]))
 
 
 def backward_kernel(tab):
     """The backward kernel for loop table ``tab``: its configuration class's, else the general one."""
+    if _unit(tab, XS, YS, GS) and _tiles(tab):
+        tiled = _TILED_KERNELS.get((int(tab[-1, K]), int(np.prod(tab[:-1, K]))))
+        if tiled is not None:
+            return tiled
     windows = int(np.prod((tab[:-1, D] * (tab[:-1, K] - 1)) // tab[:-1, S] + 1))
     key = (int(tab[-1, K]), int(tab[-1, S]), windows) if _unit(tab, XS, YS, GS) else None
     return _BACKWARD_KERNELS.get(key, backward)
