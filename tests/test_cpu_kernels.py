@@ -166,6 +166,9 @@ def test_long_rows_are_split_into_blocks_with_the_same_result():
     ((3, 5, 4 * kernels.BLOCK + 6), dict(kernel=2)),  # rows of several work units
     ((1, 3, 4, 2 * kernels.BLOCK + 9), dict(kernel=2)),  # the same, tiled, a last cell in no window
     ((2, 3, 4, 6, 14), dict(kernel=2)),  # 3-d, tiled
+    # overlapping, dilated and padded outer windows: the forward moves its cell
+    # offsets from row to row by a shift only between unclipped windows
+    ((2, 3, 11, 40), dict(kernel=2, stride=(1, 2), dilation=(2, 1), padding=(1, 0))),
     ((2, 3, 7, 9, 12), dict(kernel=2, padding=1)),  # 3-d, clipped outer windows
     ((2, 5, 11, 13), dict(kernel=3, stride=2)),
 ])

@@ -16,8 +16,8 @@ so infinite maxima give weight 1 instead of exp(inf - inf).
 Speed comes from the innermost loop dimension. Windows that lie wholly inside
 the input along it (all but a few per row) are computed a whole row at a
 time, the window index being the vectorised loop. The sweeps are built by a
-factory once per configuration class of ``FAST_FORWARD`` / ``FAST_BACKWARD``
-(kernel, stride and number of outer cells or windows as compile-time
+factory once per configuration class of ``FAST_FORWARD`` / ``FAST_BACKWARD`` /
+``FAST_TILED`` (kernel, stride and number of outer cells or windows as compile-time
 constants), so LLVM unrolls the window cells, keeps every value in registers
 and emits SIMD code. Each class has its own cached parallel kernel
 (``forward_kernel(tab)`` / ``backward_kernel(tab)`` pick it; everything else
@@ -30,7 +30,7 @@ same cell order, so non-finite inputs follow the same rules everywhere.
 The backward gathers per input cell: each cell sums its share of every window
 it lies in, so nothing is written twice and no atomics are needed. It walks
 input rows (cell-major), except for tilings (every cell in exactly one
-window, the common k2s2 over two or three axes): those walk output rows like
+window: k2s2 over two or three axes, 2-D channels-last): those walk output rows like
 the forward and finish all the input rows of a window row at once (see
 ``_tiled_sweep_for``): a row's fixed cost is paid once per output row, not
 once per input row (a quarter as often in 3-D), and y, lse and grad_y are
@@ -243,7 +243,7 @@ def _base(q, bases):
 #: Windows per vector step of a sweep: a constant trip count, so that LLVM
 #: emits one SIMD pass (16 float32 lanes on AVX-512) without a scalar tail.
 LANES = 16
-#: The backward sweeps' step; their bodies are small enough for LLVM to unroll
+#: The cell-major backward sweeps' step; their bodies are small enough for LLVM to unroll
 #: a constant 16-iteration loop instead of vectorising it, so a sweep runs its
 #: whole steps as one loop of a multiple of BACK_LANES iterations.
 BACK_LANES = 64
@@ -871,10 +871,11 @@ def _tiles(tab):
 
 def backward_kernel(tab):
     """The backward kernel for loop table ``tab``: its configuration class's, else the general one."""
-    if _unit(tab, XS, YS, GS) and _tiles(tab):
+    if not _unit(tab, XS, YS, GS):
+        return backward
+    if _tiles(tab):
         tiled = _TILED_KERNELS.get((int(tab[-1, K]), int(np.prod(tab[:-1, K]))))
         if tiled is not None:
             return tiled
     windows = int(np.prod((tab[:-1, D] * (tab[:-1, K] - 1)) // tab[:-1, S] + 1))
-    key = (int(tab[-1, K]), int(tab[-1, S]), windows) if _unit(tab, XS, YS, GS) else None
-    return _BACKWARD_KERNELS.get(key, backward)
+    return _BACKWARD_KERNELS.get((int(tab[-1, K]), int(tab[-1, S]), windows), backward)
