@@ -51,7 +51,7 @@ def row_times(windows):
     tasks = 8 * numba.get_num_threads()
     beta = np.float32(1.0)
     f = _median_seconds(lambda: fwd(flat(x), 0, tab, beta, y.reshape(-1), lse.reshape(-1), False, tasks))
-    b = _median_seconds(lambda: bwd(flat(gy), flat(x), 0, flat(y), flat(lse), btab, beta, True, gx.reshape(-1), tasks))
+    b = _median_seconds(lambda: bwd(flat(x), 0, btab, beta, flat(gy), flat(y), flat(lse), True, gx.reshape(-1), tasks))
     out_rows = y.size // windows
     return f / out_rows, b / x.shape[1] / x.shape[2]
 

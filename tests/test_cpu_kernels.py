@@ -121,8 +121,8 @@ def _run_general(x, kw, beta=1.0):
     gy = np.ones(out_shape, x.dtype)
     gx = backend.empty_like_layout(x.shape, x.strides, x.dtype)
     tab_b = loop_table(geom, element_strides(x), element_strides(y), element_strides(gx))
-    kernels.backward(backend._flat(gy)[0], xflat, x0, backend._flat(y)[0], backend._flat(lse)[0], tab_b,
-                     acc.type(beta), True, backend._flat(gx, True)[0], 4)
+    kernels.backward(xflat, x0, tab_b, acc.type(beta), backend._flat(gy)[0], backend._flat(y)[0],
+                     backend._flat(lse)[0], True, backend._flat(gx, True)[0], 4)
     return y, lse, gx
 
 
@@ -188,7 +188,8 @@ def test_any_split_into_tasks_gives_the_same_bits(shape, kw):
         lse = np.full(geom.out_shape, np.nan, np.float32)
         fwd(xflat, 0, tab, np.float32(1.0), y.reshape(-1), lse.reshape(-1), True, tasks)
         gx = np.full(x.shape, np.nan, np.float32)
-        bwd(backend._flat(gy)[0], xflat, 0, backend._flat(y)[0], backend._flat(lse)[0], btab, np.float32(1.0), True, gx.reshape(-1), tasks)
+        bwd(xflat, 0, btab, np.float32(1.0), backend._flat(gy)[0], backend._flat(y)[0], backend._flat(lse)[0], True,
+            gx.reshape(-1), tasks)
         results.append((y, lse, gx))
     y_ref, lse_ref = reference_forward(x.astype(np.float64), **kw)
     np.testing.assert_allclose(results[0][0], y_ref, rtol=2e-5, atol=2e-5)

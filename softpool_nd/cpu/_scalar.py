@@ -87,7 +87,7 @@ def _store(v, out):
     return lambda v, out: v
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _exp_f32(d):
     # Cephes expf: d = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial.
     # Below -104 every result rounds to 0; the comparison keeps NaN as NaN.
@@ -111,7 +111,7 @@ def _exp_f32(d):
     return p * scale * np.float32(5.421010862427522e-20)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _exp_f64(d):
     # Same scheme in double: Cody-Waite reduction, Taylor polynomial of degree 13
     # (truncation error below 1e-17 for |r| <= ln2/2), exponent via the bits.
@@ -141,7 +141,7 @@ def exp_le0(d):
     """``exp(d)`` for ``d <= 0`` or NaN, as SIMD-friendly arithmetic."""
 
 
-@overload(exp_le0)
+@overload(exp_le0, jit_options={"no_cpython_wrapper": True, "no_cfunc_wrapper": True})
 def _exp_le0(d):
     if d == types.float32:
         return lambda d: _exp_f32(d)

@@ -104,7 +104,7 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
     xflat, x0 = _flat(x)
     kernel(
-        _flat(gy)[0], xflat, x0, _flat(y)[0], _flat(lse)[0], tab,
-        acc_dtype.type(beta), exact, _flat(gx, True)[0], _tasks(),
+        xflat, x0, tab, acc_dtype.type(beta), _flat(gy)[0], _flat(y)[0], _flat(lse)[0], exact,
+        _flat(gx, True)[0], _tasks(),
     )
     return gx

@@ -19,10 +19,11 @@ time, the window index being the vectorised loop. The sweeps are built by a
 factory once per configuration class of ``FAST_FORWARD`` / ``FAST_BACKWARD`` /
 ``FAST_TILED`` (kernel, stride and number of outer cells or windows as compile-time
 constants), so LLVM unrolls the window cells, keeps every value in registers
-and emits SIMD code. Each class has its own cached parallel kernel
-(``forward_kernel(tab)`` / ``backward_kernel(tab)`` pick it; everything else
-takes the general ``forward`` / ``backward``), compiled once per dtype on
-first use: a call never triggers a compilation that depends on its sizes.
+and emits SIMD code. Each class has its own kernel (``forward_kernel(tab)`` /
+``backward_kernel(tab)`` pick it; everything else takes the general
+``forward`` / ``backward``), compiled once per dtype on first use and cached
+on disk (see ``_launch``): a call never triggers a compilation that depends
+on its sizes.
 The few clipped windows at the row ends, and rows of another class, take the
 scalar per-window / per-cell path. All paths evaluate the same formula in the
 same cell order, so non-finite inputs follow the same rules everywhere.
@@ -36,24 +37,31 @@ the forward and finish all the input rows of a window row at once (see
 once per input row (a quarter as often in 3-D), and y, lse and grad_y are
 read once, not once per input row.
 """
-import types
-
 import numpy as np
 from numba import njit, prange
 
-from .._loops import D, GS, K, L, O, P, S, XS, YS
-from ._scalar import acc, exp_le0, store
+from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
+from ._launch import ClassKernel, block, buffer, call_task, put
+from ._scalar import _bits, _float_from_bits, acc, exp_le0, store
 
 # FMA contraction only: no assumption about NaN, infinities or signed zeros.
 # NumPy's error model: a float division by zero gives inf/NaN instead of a
 # checked branch that raises, which would keep every loop with a division
 # from vectorising (the weight sum is never 0: the maximum has weight 1).
-_jit = njit(fastmath={"contract"}, error_model="numpy")
-_kernel = njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
-# Functions called once per row or window with array arguments are inlined by
-# numba itself: a call would update the arrays' reference counts, atomic
-# operations on cache lines that every thread shares.
-_inlined = njit(fastmath={"contract"}, error_model="numpy", inline="always")
+_OPTIONS = dict(fastmath={"contract"}, error_model="numpy")
+# Helpers are only ever called from compiled code. Without a Python wrapper
+# numba does not also turn each of them into machine code of its own: 0.8-1 s
+# less of a process's first cold compile.
+_jit = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
+# Inlined by numba itself: the sweeps (their steps must sit in the loop LLVM
+# vectorises), each class's loop over its work units (inlined into the class's
+# task: one library less for numba to optimise and link, about 0.5 s per
+# class) and the backward's per-row and per-cell functions (as calls, the
+# k3s2 backward was 15-25% slower). Calls cost no shared atomic operations:
+# the arrays of a task are views of raw memory, without reference counts.
+_inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
+# The parallel drivers of ``_launch``: one per direction, compiled per dtype.
+_driver = njit(parallel=True, cache=True, **_OPTIONS)
 
 
 @_jit
@@ -103,14 +111,14 @@ def _next_row(tab, col, idx):
         a -= 1
 
 
-@_inlined
+@_jit
 def _first_unit(tab, u0, n_blocks, col, idx):
     """Set idx to the row of work unit u0 (rows of n_blocks units); return u0's block in its row."""
     _row_index(tab, u0 // n_blocks, col, idx)
     return u0 % n_blocks
 
 
-@_inlined
+@_jit
 def _next_unit(tab, bi, n_blocks, col, idx):
     """The block of the work unit after block bi; idx moves on to the next row after a row's last block."""
     if bi + 1 < n_blocks:
@@ -144,7 +152,7 @@ def _window_offsets(tab, idx, offs):
     return count, ybase
 
 
-@_inlined
+@_jit
 def _first_window_unit(tab, u0, n_blocks, idx, offs):
     """``_first_unit`` over output rows: (block, count, ybase), offs holding the row's cell offsets.
 
@@ -155,7 +163,7 @@ def _first_window_unit(tab, u0, n_blocks, idx, offs):
     return bi, count, ybase
 
 
-@_inlined
+@_jit
 def _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase):
     """``_next_unit`` over output rows, keeping (count, ybase) and offs those of the unit's row.
 
@@ -197,7 +205,7 @@ def _moment(e, v, ref):
     return e * (v - ref) if e > acc(0.0, e) else acc(0.0, e)
 
 
-@_inlined
+@_jit
 def _window(x, first, offs, count, lo, hi, d, xs, beta):
     """(y, lse) of one window: cells first + offs[q] + i*d*xs for i in [lo, hi)."""
     zero = acc(0.0, beta)
@@ -342,9 +350,7 @@ def _scratch(lse, shape):
     """A thread's scratch of ``shape`` rows and columns, its kernel's constant.
 
     For the max, weight sum and result of a block of windows (forward) or the
-    gradients of a block's cells (backward). Allocated in a function of its
-    own: numba hoists a bare ``np.empty`` out of the parallel loop, which
-    would give every thread the same array. Padded like ``_offsets_scratch``;
+    gradients of a block's cells (backward). Padded like ``_offsets_scratch``;
     and kept small, as every call allocates one per task: a 196 kB scratch
     (above malloc's default mmap threshold, 128 kB) made the k3s2 forward up
     to 10x slower with two threads in some processes.
@@ -365,7 +371,7 @@ def _forward_units_for(sweep, cells):
     included, takes ``_window``.
     """
 
-    @_jit
+    @_inlined
     def units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch):
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
@@ -415,39 +421,64 @@ def _window_work(tab):
     return n_rows * _n_blocks(ob - oa), n_cells
 
 
-def _class_kernel(template, units, work, scratch, name):
-    """A parallel cached kernel running ``template`` with ``_class_units`` bound to ``units``,
-    ``_class_work`` to ``work`` and ``_class_scratch`` to the (rows, columns) of the scratch
-    ``units`` needs.
+def _class_kernel(task, driver, units, work, scratch, name):
+    """The kernel ``name`` of a configuration class: ``task`` (a template of
+    ``_launch.ClassKernel``) run by ``driver``, with ``_class_units`` bound to
+    ``units``, ``_class_work`` to ``work`` and ``_class_scratch`` to the
+    (rows, columns) of the scratch ``units`` needs.
 
     Each configuration class gets its own kernel, compiled on first use, so
-    that a program compiles only the classes it pools with. The copy shares
-    the template's code but has its own globals and name: numba runs a prange
-    in a closure serially, keys its cache on the name, and freezes globals as
-    constants, so ``units`` is called directly, not through a function value.
+    that a program compiles only the classes it pools with. numba freezes
+    globals as constants, so ``units`` is called directly, not through a
+    function value.
     """
-    bound = {**template.__globals__, "_class_units": units, "_class_work": work, "_class_scratch": scratch}
-    fn = types.FunctionType(template.__code__, bound, name)
-    fn.__qualname__ = name
-    fn.__doc__ = template.__doc__
-    return _kernel(fn)
+    bound = {"_class_units": units, "_class_work": work, "_class_scratch": scratch}
+    return ClassKernel(name, task, driver, bound, _OPTIONS)
 
 
-def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
-    """SoftPool forward: y and, when ``with_lse``, lse (flat, offset 0, strides in column YS).
+@_jit
+def _common_args(argv, x, x0, tab, beta):
+    """Argument block slots 0-5, those of every task: x (2), x0, tab (2), beta's bits."""
+    put(argv, 0, x)
+    argv[2] = x0
+    put(argv, 3, tab)
+    argv[5] = _bits(beta)
 
-    The work units (see ``_window_work``) are split into at most ``tasks``
-    contiguous ranges, each with its own scratch; the split never changes a
-    result, only who computes it.
+
+@_driver
+def _run_forward(task, x, x0, tab, beta, y, lse, with_lse, tasks):
+    """Run forward task ``task`` (an address) on ``tasks`` chunks in parallel."""
+    argv = np.empty(11, np.int64)
+    _common_args(argv, x, x0, tab, beta)
+    put(argv, 6, y)
+    put(argv, 8, lse)
+    argv[10] = with_lse
+    for chunk in prange(tasks):
+        call_task(task, argv, chunk, tasks)
+
+
+def _forward_task(argv, chunk, chunks):
+    """SoftPool forward: y and, when with_lse, lse (flat, offset 0, strides in column YS).
+
+    The work units (see ``_window_work``) are split into at most ``chunks``
+    contiguous ranges, each with its own scratch; this is range ``chunk``.
+    The split never changes a result, only who computes it. Arguments, in the
+    block at ``argv`` (see ``_run_forward``): x, x0, tab, beta, y, lse, with_lse.
     """
+    a = block(argv, 11)
+    tab = buffer(a, 3, np.int64).reshape((a[4] // NCOLS, NCOLS))
+    lse = buffer(a, 8, _ACC)  # noqa: F821 (bound per dtype)
     units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
-    n_chunks = max(1, min(units, tasks))
-    for c in prange(n_chunks):
+    n_chunks = max(1, min(units, chunks))
+    if chunk < n_chunks:
         offs = _offsets_scratch(n_offs)
         idx = _offsets_scratch(tab.shape[0] - 1)
         scratch = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
-        u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
-        _class_units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch)  # noqa: F821 (bound per class)
+        u0, u1 = chunk * units // n_chunks, (chunk + 1) * units // n_chunks
+        _class_units(  # noqa: F821 (bound per class)
+            buffer(a, 0, _STORED), a[2], tab, _float_from_bits(a[5], _ACC(0)),  # noqa: F821 (bound per dtype)
+            buffer(a, 6, _STORED), lse, a[10] != 0, u0, u1, offs, idx, scratch,  # noqa: F821 (bound per dtype)
+        )
 
 
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
@@ -455,7 +486,7 @@ def _forward_template(x, x0, tab, beta, y, lse, with_lse, tasks):
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
 _FORWARD_KERNELS = {
     key: _class_kernel(
-        _forward_template, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
+        _forward_task, _run_forward, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
         "forward_%d%d%d" % key,
     )
     for key in FAST_FORWARD
@@ -463,7 +494,8 @@ _FORWARD_KERNELS = {
 #: The general forward kernel (any geometry, any strides); its units never
 #: call their sweep: no row has -1 cells.
 forward = _class_kernel(
-    _forward_template, _forward_units_for(_sweep_for(2, 2, 1), -1), _window_work, _FORWARD_SCRATCH, "forward"
+    _forward_task, _run_forward, _forward_units_for(_sweep_for(2, 2, 1), -1), _window_work, _FORWARD_SCRATCH,
+    "forward",
 )
 
 
@@ -655,7 +687,7 @@ def _backward_units_for(sweep, windows, sweep_one):
     ``_cell_backward``.
     """
 
-    @_jit
+    @_inlined
     def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, scratch):
         gbuf = scratch[0]
         inner = tab.shape[0] - 1
@@ -771,7 +803,7 @@ def _tiled_units_for(sweep, cells):
     by ``_cell_backward``.
     """
 
-    @_jit
+    @_inlined
     def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, g):
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
@@ -800,22 +832,44 @@ def _tiled_units_for(sweep, cells):
     return units
 
 
-def _backward_template(gy, x, x0, y, lse, tab, beta, exact, gx, tasks):
+@_driver
+def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
+    """Run backward task ``task`` (an address) on ``tasks`` chunks in parallel."""
+    argv = np.empty(15, np.int64)
+    _common_args(argv, x, x0, tab, beta)
+    put(argv, 6, gy)
+    put(argv, 8, y)
+    put(argv, 10, lse)
+    argv[12] = exact
+    put(argv, 13, gx)
+    for chunk in prange(tasks):
+        call_task(task, argv, chunk, tasks)
+
+
+def _backward_task(argv, chunk, chunks):
     """Vector-Jacobian product, gathered per input cell (no atomics).
 
     gy, y and lse are flat output-shaped buffers sharing column YS; gx is a
     flat buffer with strides in column GS. ``exact`` False gives the paper's
     rule (weights treated as constants) and never reads y. The work units
-    (see ``_cell_work`` and ``_window_work``) are split as in ``forward``.
+    (see ``_cell_work`` and ``_window_work``) are split as in ``_forward_task``.
+    Arguments, in the block at ``argv`` (see ``_run_backward``): x, x0, tab,
+    beta, gy, y, lse, exact, gx.
     """
+    a = block(argv, 15)
+    tab = buffer(a, 3, np.int64).reshape((a[4] // NCOLS, NCOLS))
+    lse = buffer(a, 10, _ACC)  # noqa: F821 (bound per dtype)
     units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
-    n_chunks = max(1, min(units, tasks))
-    for c in prange(n_chunks):
+    n_chunks = max(1, min(units, chunks))
+    if chunk < n_chunks:
         offs = _offsets_scratch(n_offs)
         idx = _offsets_scratch(tab.shape[0] - 1)
         g = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
-        u0, u1 = c * units // n_chunks, (c + 1) * units // n_chunks
-        _class_units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, g)  # noqa: F821 (bound per class)
+        u0, u1 = chunk * units // n_chunks, (chunk + 1) * units // n_chunks
+        _class_units(  # noqa: F821 (bound per class)
+            buffer(a, 6, _STORED), buffer(a, 0, _STORED), a[2], buffer(a, 8, _STORED), lse, tab,  # noqa: F821
+            _float_from_bits(a[5], _ACC(0)), a[12] != 0, buffer(a, 13, _STORED), u0, u1, offs, idx, g,  # noqa: F821
+        )
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
@@ -831,7 +885,7 @@ _BACKWARD_UNITS = {
 _CELL_SCRATCH = (1, 2 * (BLOCK + LANES))
 _BACKWARD_KERNELS = {
     key: _class_kernel(
-        _backward_template, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
+        _backward_task, _run_backward, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
         "backward_%d%d%d" % key,
     )
     for key in FAST_BACKWARD
@@ -843,7 +897,7 @@ _BACKWARD_KERNELS = {
 FAST_TILED = ((2, 2), (2, 4), (1, 4))
 _TILED_KERNELS = {
     key: _class_kernel(
-        _backward_template, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
+        _backward_task, _run_backward, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
         (key[0] * key[1], BLOCK + LANES), "backward_tiled_%d%d" % key,
     )
     for key in FAST_TILED
@@ -851,7 +905,8 @@ _TILED_KERNELS = {
 #: The general backward kernel; its units never call their sweeps: no row is
 #: in -1 windows.
 backward = _class_kernel(
-    _backward_template, _backward_units_for(_back_111, -1, _back_111), _cell_work, _CELL_SCRATCH, "backward"
+    _backward_task, _run_backward, _backward_units_for(_back_111, -1, _back_111), _cell_work, _CELL_SCRATCH,
+    "backward",
 )
 
 

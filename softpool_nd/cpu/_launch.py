@@ -1,0 +1,131 @@
+"""How a configuration class's kernel runs: a C callback per class and dtype,
+called through its address from a parallel driver that every class shares.
+
+numba links each function a kernel calls into the kernel and optimises and
+compiles it again there. A parallel kernel per class therefore compiled its
+row loop three times (on its own, in the parallel loop's body and in the
+kernel), and every class paid numba's parallel-loop passes. Here a class's
+work over one chunk of its work units is compiled once, as a ``cfunc`` with
+the C signature ``void(int64 argv, int64 chunk, int64 chunks)``; ``argv`` is
+the address of an int64 argument block (buffer addresses and sizes, scalars)
+that the driver fills and the task reads back with ``buffer``. The drivers
+(one per direction, compiled per dtype) are the only parallel functions.
+Both are cached on disk by numba like any kernel.
+
+Two rules follow from C callbacks. Arrays cross as address and size, so only
+1-D contiguous buffers may be passed (the backend's flat views are). And a
+task must not raise: numba prints an exception raised in a callback and
+returns, leaving the outputs unwritten; the kernels' error model is NumPy's
+(no checked division) and their indices stay in bounds by construction.
+"""
+import types
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, cfunc, njit
+from numba import types as nbtypes
+from numba.extending import intrinsic
+
+# only ever called from compiled code: see softpool_nd.cpu.kernels
+_inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+#: The task's C signature: (argument block address, chunk, number of chunks).
+TASK_SIGNATURE = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
+
+
+@intrinsic
+def pointer(typingctx, address, dtype):
+    """A typed pointer to the ``dtype`` (a NumPy scalar type) at integer ``address``."""
+    ptr = nbtypes.CPointer(dtype.instance_type)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(nbtypes.int64, dtype), codegen
+
+
+@intrinsic
+def _address(typingctx, a):
+    """The address of array ``a``'s first element, as int64."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(a)(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+
+    return nbtypes.int64(a), codegen
+
+
+@_inlined
+def put(argv, i, a):
+    """Store the address and size of the 1-D contiguous array ``a`` at argv[i] and argv[i + 1]."""
+    argv[i] = _address(a)
+    argv[i + 1] = a.size
+
+
+@_inlined
+def block(argv, n):
+    """The argument block of ``n`` int64 slots at address ``argv``."""
+    return carray(pointer(argv, np.int64), n)
+
+
+@_inlined
+def buffer(argv, i, dtype):
+    """The 1-D array of ``dtype`` that ``put`` stored at argv[i] (address) and argv[i + 1] (size)."""
+    return carray(pointer(argv[i], dtype), argv[i + 1])
+
+
+@intrinsic
+def call_task(typingctx, task, argv, chunk, chunks):
+    """Call the task at address ``task`` with the address of int64 array ``argv``.
+
+    Taking the array itself, not its address, keeps it alive (numba's
+    reference counting) for as long as the loop that calls the task runs.
+    """
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [i64, i64, i64]).as_pointer())
+        block = context.make_array(argv)(context, builder, args[1]).data
+        builder.call(fn, [builder.ptrtoint(block, i64), args[2], args[3]])
+        return context.get_dummy_value()
+
+    return nbtypes.none(nbtypes.int64, argv, nbtypes.int64, nbtypes.int64), codegen
+
+
+class ClassKernel:
+    """A configuration class's kernel, called as ``kernel(x, x0, tab, beta, *rest, tasks)``.
+
+    ``template(argv, chunk, chunks)`` is compiled, on the first call with
+    a new (storage dtype of x, type of beta), as a C callback whose globals
+    are the template's plus ``bound``, ``_STORED`` (x's storage type) and
+    ``_ACC`` (the accumulation type); ``driver(task_address, x, x0, tab, beta,
+    *rest, tasks)`` runs it. The callback is named after the class and dtype:
+    numba keys its disk cache on the name.
+    """
+
+    def __init__(self, name, template, driver, bound, options):
+        self.__name__ = name
+        self._template = template
+        self._driver = driver
+        self._bound = bound
+        self._options = options
+        self._tasks = {}
+
+    def __repr__(self):
+        return "<ClassKernel %s>" % self.__name__
+
+    def _compile(self, key):
+        stored, acc = key
+        name = "%s_%s" % (self.__name__, np.dtype(stored).name)
+        bound = {**self._template.__globals__, **self._bound, "_STORED": stored, "_ACC": acc}
+        fn = types.FunctionType(self._template.__code__, bound, name)
+        fn.__qualname__ = name
+        task = cfunc(TASK_SIGNATURE, cache=True, **self._options)(fn)
+        # the callback lives as long as this kernel: its address stays valid
+        self._tasks[key] = (task, task.address)
+        return self._tasks[key]
+
+    def __call__(self, x, x0, tab, beta, *rest):
+        key = (x.dtype.type, type(beta))
+        task = self._tasks.get(key) or self._compile(key)
+        self._driver(task[1], x, x0, tab, beta, *rest)
