@@ -43,6 +43,8 @@ def _float_dtype(x, argname):
 
 
 def _check_beta(beta, shape):
+    if type(beta) is float and math.isfinite(beta):
+        return beta
     if not isinstance(beta, numbers.Real) or isinstance(beta, (bool, np.bool_)):
         raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
     if not math.isfinite(beta):

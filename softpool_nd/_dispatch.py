@@ -29,18 +29,30 @@ _BACKENDS = {
 }
 
 
+# package -> its imported backend module (every call looks it up)
+_LOADED = {}
+
+
 def register(package, module):
     """Route arrays whose type is defined in ``package`` to backend ``module``."""
     _BACKENDS[package] = module
+    _LOADED.pop(package, None)
+
+
+def _backend(package):
+    module = _LOADED.get(package)
+    if module is None:
+        module = _LOADED[package] = importlib.import_module(_BACKENDS[package])
+    return module
 
 
 def backend_for(x, argname="x"):
     """The backend module for array ``x``; TypeError for anything else."""
     if isinstance(x, np.ndarray):
-        return importlib.import_module(_BACKENDS["numpy"])
+        return _backend("numpy")
     package = type(x).__module__.split(".")[0]
     if package in _BACKENDS:
-        return importlib.import_module(_BACKENDS[package])
+        return _backend(package)
     shape = getattr(x, "shape", None)
     where = f" (input shape {tuple(shape)})" if shape is not None else ""
     raise TypeError(

@@ -234,6 +234,8 @@ def _frozen(v):
     return (type(v), v)
 
 
+#: Argument types that are their own key together with their type.
+_SCALARS = frozenset((int, bool, float, str, type(None)))
 #: Geometries of recent calls, by shape and frozen arguments: a training loop
 #: pools the same shapes again and again, and building a Geometry costs more
 #: than pooling a small array.
@@ -261,11 +263,15 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     >>> make_geometry((1, 3, 8, 8), 2).out_shape
     (1, 3, 4, 4)
     """
+    args = (kernel, stride, padding, dilation, ceil_mode, axes)
+    kinds = tuple(map(type, args))
     try:
-        key = _frozen((shape, kernel, stride, padding, dilation, ceil_mode, axes))
+        # the shape's entries become ints whatever their type; scalar arguments
+        # (the common call) are keyed with their types without _frozen's walk
+        key = (shape, kinds, args) if _SCALARS.issuperset(kinds) else _frozen((shape,) + args)
+        geom = _GEOMETRIES.get(key)
     except TypeError:
         return _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
-    geom = _GEOMETRIES.get(key)
     if geom is None:
         geom = _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
         if len(_GEOMETRIES) >= _GEOMETRIES_MAX:

@@ -11,6 +11,8 @@ that the innermost loop reads memory in order whatever the layout
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: Column indices of a loop table.
@@ -31,13 +33,24 @@ def element_strides(a):
     return tuple(s // item for s in a.strides)
 
 
+@functools.lru_cache(maxsize=1024)
 def layout_order(strides):
     """Axis permutation from the slowest to the fastest varying axis of an array.
 
     Allocating outputs in this order gives them the memory layout of the input
     (channels-last stays channels-last), as ``torch.preserve_format`` does.
+    ``strides`` is a tuple; the result is cached, as calls repeat.
     """
     return tuple(sorted(range(len(strides)), key=lambda a: (-abs(strides[a]), a)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _transposition(strides):
+    """(order, its inverse) that ``empty_like_layout`` allocates and views with; None for C order."""
+    order = layout_order(strides)
+    if order == tuple(range(len(order))):
+        return None
+    return order, tuple(int(a) for a in np.argsort(order))
 
 
 def _is_batch(row):
@@ -57,11 +70,11 @@ def layout_strides(shape, like_strides):
 
 def empty_like_layout(shape, like_strides, dtype, xp=np):
     """An uninitialised ``xp`` array of ``shape`` whose axes are ordered in memory like ``like_strides``."""
-    order = layout_order(like_strides)
-    if order == tuple(range(len(order))):
+    perm = _transposition(like_strides)
+    if perm is None:
         return xp.empty(shape, dtype=dtype)
-    buf = xp.empty(tuple(shape[a] for a in order), dtype=dtype)
-    return buf.transpose(tuple(int(a) for a in np.argsort(order)))
+    order, inverse = perm
+    return xp.empty(tuple(shape[a] for a in order), dtype=dtype).transpose(inverse)
 
 
 def loop_table(geom, x_strides, y_strides, g_strides=None):

@@ -37,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
@@ -202,6 +203,35 @@ def _first_call_seconds(case):
     return imp, first
 
 
+def _cold_compile_seconds(cases):
+    """Seconds of the first forward and first backward of each case's class, in one fresh process.
+
+    numba's disk cache is a new empty directory, so every class compiles: the
+    first case's forward also pays numba's own start-up (its first function
+    and first parallel loop). Small inputs of the cases' shapes and dtypes
+    pick the same class kernels as the full ones. Returns [(name, forward
+    seconds, backward seconds)] in the order of ``cases``.
+    """
+    calls = []
+    for case in cases:
+        keep = {len(case.shape) - 1} if case.channels_last else {1}
+        shape = tuple(1 if a == 0 else 2 if a in keep else min(n, 16) for a, n in enumerate(case.shape))
+        calls.append((case.name, shape, case.dtype, case.kwargs()))
+    code = f"""
+import time, numpy as np, softpool_nd
+for name, shape, dtype, kw in {calls!r}:
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    t = time.perf_counter(); y, lse = softpool_nd.forward(x, **kw); f = time.perf_counter() - t
+    t = time.perf_counter(); softpool_nd.backward(np.ones_like(y), x, y=y, lse=lse, **kw); b = time.perf_counter() - t
+    print(f, b)
+"""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    times = [tuple(float(v) for v in line.split()) for line in out.stdout.splitlines()]
+    return [(name, f, b) for (name, *_), (f, b) in zip(calls, times)]
+
+
 def _seconds_per_element(sizes, threads, rounds):
     """Median seconds per element of ``pool()`` on float32 inputs of ``sizes`` bytes, in a fresh process.
 
@@ -328,6 +358,15 @@ def run(quick: bool = False, threads: int = 2, out=print) -> str:
     bwd = _peak_over(lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw), x.nbytes)
     lines.append(_row("forward peak allocation / output size", f"{fwd:.3f}", "<= 1 + 5% of (input + output)", fwd - 1 <= 0.05 * (x.nbytes + y.nbytes) / y.nbytes))
     lines.append(_row("backward peak allocation / grad_x size", f"{bwd:.3f}", "<= 1 + small", bwd <= 1.05))
+
+    cold = _cold_compile_seconds(cases)
+    first = cold[0][1]
+    lines.append(_row("cold numba cache: first call of the process's first class (2-D forward, numba's start-up included)",
+                      f"{first:.1f} s", "< 5 s", first < 5))
+    rest = [(t, f"{name} {way}") for name, *ts in cold for t, way in zip(ts, ("forward", "backward"))][1:]
+    worst, label = max(rest)
+    lines.append(_row(f"cold numba cache: first call of each further class, median / slowest ({label})",
+                      f"{float(np.median([t for t, _ in rest])):.1f} s / {worst:.1f} s", "< 5 s", worst < 5))
 
     imp, first = _first_call_seconds(ref)
     lines.append(_row("import softpool_nd in a fresh process", f"{imp:.2f} s", "< 0.5 s", imp < 0.5))

@@ -184,3 +184,19 @@ def test_numpy_only_install_imports_and_pools():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "ok" and "torch is blocked" in run.stdout
+
+
+def test_register_reroutes_a_package_already_dispatched(monkeypatch):
+    # backend modules are looked up once per package and kept: register() must
+    # drop the kept one, or a re-registered package would stay on the old backend
+    from softpool_nd import _dispatch
+    from softpool_nd.cpu import backend as cpu
+    from softpool_nd.gpu import backend as gpu
+
+    monkeypatch.setattr(_dispatch, "_BACKENDS", dict(_dispatch._BACKENDS))
+    monkeypatch.setattr(_dispatch, "_LOADED", {})
+    fake = type("ndarray", (), {"__module__": "fakearrays.core"})()
+    _dispatch.register("fakearrays", "softpool_nd.cpu.backend")
+    assert _dispatch.backend_for(fake) is cpu
+    _dispatch.register("fakearrays", "softpool_nd.gpu.backend")
+    assert _dispatch.backend_for(fake) is gpu

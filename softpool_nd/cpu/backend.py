@@ -47,8 +47,16 @@ def _tasks():
 
 
 def _whole(a):
-    """``a`` itself, or a contiguous copy when a stride is not a whole number of elements."""
-    return a if element_strides(a) is not None else np.ascontiguousarray(a)
+    """(``a`` or, when a stride is not a whole number of elements, a contiguous copy; its element strides)."""
+    strides = element_strides(a)
+    if strides is None:
+        a = np.ascontiguousarray(a)
+        strides = element_strides(a)
+    return a, strides
+
+
+#: The lse argument of a forward that computes no lse.
+_NO_LSE = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,13 +80,13 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
 
     With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
     """
-    x = _whole(x)
+    x, x_strides = _whole(x)
     xflat, x0 = _flat(x)
-    ys, tab, kernel = _forward_plan(geom, element_strides(x))
+    ys, tab, kernel = _forward_plan(geom, x_strides)
     direct = out is not None and element_strides(out) == ys
     y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
     lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
-    lse_flat = _flat(lse, True)[0] if with_lse else np.empty(0, acc_dtype)
+    lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
     kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
     if out is not None and not direct:
         out[...] = y
@@ -88,8 +96,7 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
 
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
-    x = _whole(x)
-    x_strides = element_strides(x)
+    x, x_strides = _whole(x)
     gx = empty_like_layout(x.shape, x.strides, x.dtype)
     ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
 
