@@ -10,7 +10,10 @@ the C signature ``void(int64 argv, int64 chunk, int64 chunks)``; ``argv`` is
 the address of an int64 argument block (buffer addresses and sizes, scalars)
 that the driver fills and the task reads back with ``buffer``. The drivers
 (one per direction, compiled per dtype) are the only parallel functions.
-Both are cached on disk by numba like any kernel.
+Both are cached on disk by numba like any kernel. numba checks a cached
+function against its own source file only (kernels.py, where the templates
+live): after editing this module or ``_scalar`` alone, delete the cache
+(the ``*.nbi``/``*.nbc`` files in ``__pycache__`` or ``NUMBA_CACHE_DIR``).
 
 Two rules follow from C callbacks. Arrays cross as address and size, so only
 1-D contiguous buffers may be passed (the backend's flat views are). And a
@@ -99,8 +102,9 @@ class ClassKernel:
     a new (storage dtype of x, type of beta), as a C callback whose globals
     are the template's plus ``bound``, ``_STORED`` (x's storage type) and
     ``_ACC`` (the accumulation type); ``driver(task_address, x, x0, tab, beta,
-    *rest, tasks)`` runs it. The callback is named after the class and dtype:
-    numba keys its disk cache on the name.
+    *rest, tasks)`` runs it. The callback is named after the class and both
+    types: numba keys its disk cache on the name and the code, not on the
+    globals.
     """
 
     def __init__(self, name, template, driver, bound, options):
@@ -116,14 +120,14 @@ class ClassKernel:
 
     def _compile(self, key):
         stored, acc = key
-        name = "%s_%s" % (self.__name__, np.dtype(stored).name)
+        name = "%s_%s_%s" % (self.__name__, np.dtype(stored).name, np.dtype(acc).name)
         bound = {**self._template.__globals__, **self._bound, "_STORED": stored, "_ACC": acc}
         fn = types.FunctionType(self._template.__code__, bound, name)
         fn.__qualname__ = name
         task = cfunc(TASK_SIGNATURE, cache=True, **self._options)(fn)
-        # the callback lives as long as this kernel: its address stays valid
-        self._tasks[key] = (task, task.address)
-        return self._tasks[key]
+        # the callback lives as long as this kernel, so its address stays
+        # valid; of two threads compiling at once, the first to get here wins
+        return self._tasks.setdefault(key, (task, task.address))
 
     def __call__(self, x, x0, tab, beta, *rest):
         key = (x.dtype.type, type(beta))

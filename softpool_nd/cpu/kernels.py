@@ -53,12 +53,14 @@ _OPTIONS = dict(fastmath={"contract"}, error_model="numpy")
 # numba does not also turn each of them into machine code of its own: 0.8-1 s
 # less of a process's first cold compile.
 _jit = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
-# Inlined by numba itself: the sweeps (their steps must sit in the loop LLVM
-# vectorises), each class's loop over its work units (inlined into the class's
-# task: one library less for numba to optimise and link, about 0.5 s per
-# class) and the backward's per-row and per-cell functions (as calls, the
-# k3s2 backward was 15-25% slower). Calls cost no shared atomic operations:
-# the arrays of a task are views of raw memory, without reference counts.
+# Inlined by numba itself: every sweep's step (it must sit in the loop LLVM
+# vectorises), the forward and tiled sweeps, each class's loop over its work
+# units (inlined into the class's task: one library less for numba to
+# optimise and link, 0.2-0.4 s per class) and the backward's per-row and
+# per-cell functions (as calls, the k3s2 backward was 15-25% slower). The
+# cell-major backward sweep stays a call: inlined, its k3s2 class ran 6x
+# slower. Calls cost no shared atomic operations: the arrays of a task are
+# views of raw memory, without reference counts.
 _inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # The parallel drivers of ``_launch``: one per direction, compiled per dtype.
 _driver = njit(parallel=True, cache=True, **_OPTIONS)
