@@ -268,7 +268,7 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     try:
         # the shape's entries become ints whatever their type; scalar arguments
         # (the common call) are keyed with their types without _frozen's walk
-        key = (shape, kinds, args) if _SCALARS.issuperset(kinds) else _frozen((shape,) + args)
+        key = (tuple(shape), kinds, args) if _SCALARS.issuperset(kinds) else _frozen((shape,) + args)
         geom = _GEOMETRIES.get(key)
     except TypeError:
         return _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)

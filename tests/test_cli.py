@@ -24,9 +24,10 @@ _LABEL, _GAP = 32, 6
 _ROW = re.compile(r"^  ([* ])  (\S+)\s+(\S+) \((\d)\)\s+(\S+) \((\d)\)\s+(\S+)\s+(\S+)\s+(\S+)$")
 
 
-def _cli(*args, cwd):
+def _cli(*args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "softpool_nd", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -110,6 +111,16 @@ def test_info_lists_versions_backends_and_cache(tmp_path):
     assert re.search(r"^  GPU \(cupy\): ", out, re.M)
     cache = out.split("numba cache:\n", 1)[1].strip()
     assert os.path.isabs(cache.split(" (")[0])
+
+
+def test_info_names_the_folder_numba_caches_the_kernels_in(tmp_path):
+    # with NUMBA_CACHE_DIR set, numba writes into a subfolder of it: info must
+    # report that one (its own probe call has just left kernels there)
+    res = _cli("info", cwd=tmp_path, env={"NUMBA_CACHE_DIR": str(tmp_path / "nc")})
+    assert res.returncode == 0, res.stderr
+    cache = res.stdout.split("numba cache:\n", 1)[1].strip()
+    assert cache.startswith(str(tmp_path / "nc")), cache
+    assert int(re.search(r"(\d+) cached files", cache).group(1)) > 0, cache
 
 
 def test_default_demo_writes_figure_and_table(tmp_path):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
 import softpool_nd
 from reference import reference_backward, reference_forward
@@ -196,6 +197,40 @@ def test_any_split_into_tasks_gives_the_same_bits(shape, kw):
     for y, lse, gx in results[1:]:
         for got, want in zip((y, lse, gx), results[0]):
             np.testing.assert_array_equal(got, want)
+
+
+def _forward_call(dtype=np.float32):
+    """(kernel, x flat, loop table, y, lse) of a small k2s2 forward, for calling a kernel directly."""
+    x = np.random.default_rng(3).normal(size=(1, 2, 8, 8)).astype(dtype)
+    geom = make_geometry(x.shape, 2)
+    _, tab, kernel = backend._forward_plan(geom, element_strides(x))
+    n = int(np.prod(geom.out_shape))
+    return kernel, backend._flat(x)[0], tab, np.empty(n, x.dtype), np.empty(n, np.float32)
+
+
+def test_kernels_refuse_buffers_of_another_type_or_layout():
+    # only addresses and sizes reach the tasks, which read each buffer as the
+    # type they expect: a float64 y (or a strided one) for a float32 x must be
+    # refused when the driver is compiled, not filled with float32 bits
+    kernel, xf, tab, y, lse = _forward_call()
+    beta = np.float32(1.0)
+    with pytest.raises(TypingError, match="C-contiguous array of float32, not array.float64"):
+        kernel(xf, 0, tab, beta, y.astype(np.float64), lse, True, 4)
+    with pytest.raises(TypingError, match="C-contiguous array of float32, not array.float32, 1d, A"):
+        kernel(xf, 0, tab, beta, np.empty(2 * y.size, np.float32)[::2], lse, True, 4)
+    with pytest.raises(TypingError, match="C-contiguous array of float32, not array.float64"):
+        kernel(xf, 0, tab, beta, y, lse.astype(np.float64), True, 4)
+    kernel(xf, 0, tab, beta, y, lse, True, 4)  # the same call with the right buffers runs
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the exception numba prints
+def test_a_failing_task_raises_instead_of_returning_unwritten_outputs():
+    # a task is a C callback: numba prints an exception raised in it and
+    # returns; the driver must see that the task did not finish
+    kernel, xf, tab, y, lse = _forward_call()
+    short = np.ascontiguousarray(tab[:, :-1])  # its size is no whole number of rows: reshape raises
+    with pytest.raises(RuntimeError, match="kernel task failed"):
+        kernel(xf, 0, short, np.float32(1.0), y, lse, True, 4)
 
 
 def test_pool_asks_the_backend_for_no_lse():

@@ -79,7 +79,9 @@ def _numba_cache():
 
     from ..cpu import kernels
 
-    cache = getattr(kernels.forward, "_cache", None)
+    # the forward driver lives in kernels.py, as the class tasks' templates do:
+    # numba caches them all in the same folder
+    cache = getattr(kernels._run_forward, "_cache", None)
     path = getattr(cache, "_cache_path", None)
     if path is None:
         path = numba.config.CACHE_DIR or os.path.join(os.path.dirname(kernels.__file__), "__pycache__")

@@ -12,14 +12,17 @@ that the driver fills and the task reads back with ``buffer``. The drivers
 (one per direction, compiled per dtype) are the only parallel functions.
 Both are cached on disk by numba like any kernel. numba checks a cached
 function against its own source file only (kernels.py, where the templates
-live): after editing this module or ``_scalar`` alone, delete the cache
+live): after editing this module, ``_scalar`` or ``softpool_nd._loops`` (the
+table's column numbers) alone, delete the cache
 (the ``*.nbi``/``*.nbc`` files in ``__pycache__`` or ``NUMBA_CACHE_DIR``).
 
-Two rules follow from C callbacks. Arrays cross as address and size, so only
-1-D contiguous buffers may be passed (the backend's flat views are). And a
-task must not raise: numba prints an exception raised in a callback and
-returns, leaving the outputs unwritten; the kernels' error model is NumPy's
-(no checked division) and their indices stay in bounds by construction.
+Two rules follow from C callbacks. Arrays cross as address and size, and
+the task reads each as the type it expects: the drivers refuse, when they
+are compiled, buffers that are not C-contiguous or not of that type
+(``expect``). And an exception raised in a callback is printed by numba,
+not raised, and the callback returns: each task marks a slot of the block
+when it has finished, and the driver raises if one is left unmarked
+(``check_done``), instead of handing back unwritten outputs.
 """
 import types
 
@@ -27,10 +30,12 @@ import numpy as np
 from llvmlite import ir
 from numba import carray, cfunc, njit
 from numba import types as nbtypes
-from numba.extending import intrinsic
+from numba.core.errors import TypingError
+from numba.extending import intrinsic, overload
 
 # only ever called from compiled code: see softpool_nd.cpu.kernels
-_inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+_WRAPPERLESS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+_inlined = njit(inline="always", **_WRAPPERLESS)
 
 #: The task's C signature: (argument block address, chunk, number of chunks).
 TASK_SIGNATURE = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
@@ -63,6 +68,56 @@ def put(argv, i, a):
     """Store the address and size of the 1-D contiguous array ``a`` at argv[i] and argv[i + 1]."""
     argv[i] = _address(a)
     argv[i + 1] = a.size
+
+
+def expect(a, like):
+    """Refuse, when the caller is compiled, an ``a`` that is not a C-contiguous array of the type of ``like``.
+
+    ``like`` is an array (its dtype counts) or a scalar (its type counts).
+    """
+
+
+@overload(expect, inline="always", jit_options=_WRAPPERLESS)
+def _expect(a, like):
+    want = like.dtype if isinstance(like, nbtypes.Array) else like
+    if not (isinstance(a, nbtypes.Array) and a.layout == "C" and a.dtype == want):
+        raise TypingError(f"a kernel buffer must be a C-contiguous array of {want}, not {a}")
+    return lambda a, like: None
+
+
+@njit(**_WRAPPERLESS)
+def argument_block(n, tasks):
+    """An int64 block of ``n`` argument slots, then one zeroed slot per task (see ``mark_done``).
+
+    Allocated here, not in the parallel driver: there numba turns ``np.zeros``
+    into a parallel loop of its own, a thread wake-up (about 1 µs) per call.
+    """
+    return np.zeros(n + tasks, np.int64)
+
+
+@intrinsic
+def mark_done(typingctx, argv, slot):
+    """Store 1 in int64 slot ``slot`` of the argument block at address ``argv``.
+
+    An intrinsic, not ``block(...)[slot] = 1``: numba's dead-code elimination
+    drops that store, as nothing in the task reads the array afterwards.
+    """
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        slots = builder.inttoptr(args[0], i64.as_pointer())
+        builder.store(ir.Constant(i64, 1), builder.gep(slots, [args[1]]))
+        return context.get_dummy_value()
+
+    return nbtypes.none(nbtypes.int64, nbtypes.int64), codegen
+
+
+@_inlined
+def check_done(argv, first):
+    """Raise unless every task marked its slot argv[first + chunk] (see the module docstring)."""
+    for i in range(first, argv.size):
+        if argv[i] == 0:
+            raise RuntimeError("a SoftPool kernel task failed (numba printed its exception above); no result")
 
 
 @_inlined

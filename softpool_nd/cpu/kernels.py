@@ -41,7 +41,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
-from ._launch import ClassKernel, block, buffer, call_task, put
+from ._launch import ClassKernel, argument_block, block, buffer, call_task, check_done, expect, mark_done, put
 from ._scalar import _bits, _float_from_bits, acc, exp_le0, store
 
 # FMA contraction only: no assumption about NaN, infinities or signed zeros.
@@ -59,8 +59,9 @@ _jit = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # optimise and link, 0.2-0.4 s per class) and the backward's per-row and
 # per-cell functions (as calls, the k3s2 backward was 15-25% slower). The
 # cell-major backward sweep stays a call: inlined, its k3s2 class ran 6x
-# slower. Calls cost no shared atomic operations: the arrays of a task are
-# views of raw memory, without reference counts.
+# slower. Calls cost no shared atomic operations: the arrays every thread
+# shares are views of raw memory, without reference counts (a task's own
+# scratch arrays have them, on its own cache lines).
 _inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # The parallel drivers of ``_launch``: one per direction, compiled per dtype.
 _driver = njit(parallel=True, cache=True, **_OPTIONS)
@@ -441,6 +442,8 @@ def _class_kernel(task, driver, units, work, scratch, name):
 @_jit
 def _common_args(argv, x, x0, tab, beta):
     """Argument block slots 0-5, those of every task: x (2), x0, tab (2), beta's bits."""
+    expect(x, x)
+    expect(tab, argv)
     put(argv, 0, x)
     argv[2] = x0
     put(argv, 3, tab)
@@ -450,13 +453,16 @@ def _common_args(argv, x, x0, tab, beta):
 @_driver
 def _run_forward(task, x, x0, tab, beta, y, lse, with_lse, tasks):
     """Run forward task ``task`` (an address) on ``tasks`` chunks in parallel."""
-    argv = np.empty(11, np.int64)
+    expect(y, x)
+    expect(lse, beta)
+    argv = argument_block(11, tasks)
     _common_args(argv, x, x0, tab, beta)
     put(argv, 6, y)
     put(argv, 8, lse)
     argv[10] = with_lse
     for chunk in prange(tasks):
         call_task(task, argv, chunk, tasks)
+    check_done(argv, 11)
 
 
 def _forward_task(argv, chunk, chunks):
@@ -481,6 +487,7 @@ def _forward_task(argv, chunk, chunks):
             buffer(a, 0, _STORED), a[2], tab, _float_from_bits(a[5], _ACC(0)),  # noqa: F821 (bound per dtype)
             buffer(a, 6, _STORED), lse, a[10] != 0, u0, u1, offs, idx, scratch,  # noqa: F821 (bound per dtype)
         )
+    mark_done(argv, 11 + chunk)
 
 
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
@@ -837,7 +844,11 @@ def _tiled_units_for(sweep, cells):
 @_driver
 def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
     """Run backward task ``task`` (an address) on ``tasks`` chunks in parallel."""
-    argv = np.empty(15, np.int64)
+    expect(gy, x)
+    expect(y, x)
+    expect(lse, beta)
+    expect(gx, x)
+    argv = argument_block(15, tasks)
     _common_args(argv, x, x0, tab, beta)
     put(argv, 6, gy)
     put(argv, 8, y)
@@ -846,6 +857,7 @@ def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
     put(argv, 13, gx)
     for chunk in prange(tasks):
         call_task(task, argv, chunk, tasks)
+    check_done(argv, 15)
 
 
 def _backward_task(argv, chunk, chunks):
@@ -872,6 +884,7 @@ def _backward_task(argv, chunk, chunks):
             buffer(a, 6, _STORED), buffer(a, 0, _STORED), a[2], buffer(a, 8, _STORED), lse, tab,  # noqa: F821
             _float_from_bits(a[5], _ACC(0)), a[12] != 0, buffer(a, 13, _STORED), u0, u1, offs, idx, g,  # noqa: F821
         )
+    mark_done(argv, 15 + chunk)
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
