@@ -349,7 +349,7 @@ def _offsets_scratch(n):
 
 
 @_jit
-def _scratch(lse, shape):
+def _scratch(shape, dtype):
     """A thread's scratch of ``shape`` rows and columns, its kernel's constant.
 
     For the max, weight sum and result of a block of windows (forward) or the
@@ -358,7 +358,7 @@ def _scratch(lse, shape):
     (above malloc's default mmap threshold, 128 kB) made the k3s2 forward up
     to 10x slower with two threads in some processes.
     """
-    return np.empty((shape[0], shape[1] + 64), lse.dtype)
+    return np.empty((shape[0], shape[1] + 64), dtype)
 
 
 @_jit
@@ -375,7 +375,8 @@ def _forward_units_for(sweep, cells):
     """
 
     @_inlined
-    def units(x, x0, tab, beta, y, lse, with_lse, u0, u1, offs, idx, scratch):
+    def units(args, u0, u1, offs, idx, scratch):
+        x, x0, tab, beta, y, lse, with_lse = args
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -424,19 +425,46 @@ def _window_work(tab):
     return n_rows * _n_blocks(ob - oa), n_cells
 
 
-def _class_kernel(task, driver, units, work, scratch, name):
-    """The kernel ``name`` of a configuration class: ``task`` (a template of
-    ``_launch.ClassKernel``) run by ``driver``, with ``_class_units`` bound to
-    ``units``, ``_class_work`` to ``work`` and ``_class_scratch`` to the
-    (rows, columns) of the scratch ``units`` needs.
+def _class_kernel(direction, units, work, scratch, name):
+    """The kernel ``name`` of a configuration class: ``_class_task`` run by the
+    driver of ``direction`` (``_FORWARD`` or ``_BACKWARD``), with
+    ``_class_units`` bound to ``units``, ``_class_work`` to ``work`` and
+    ``_class_scratch`` to the (rows, columns) of the scratch ``units`` needs.
 
     Each configuration class gets its own kernel, compiled on first use, so
     that a program compiles only the classes it pools with. numba freezes
     globals as constants, so ``units`` is called directly, not through a
     function value.
     """
-    bound = {"_class_units": units, "_class_work": work, "_class_scratch": scratch}
-    return ClassKernel(name, task, driver, bound, _OPTIONS)
+    driver, args, slots = direction
+    bound = {
+        "_class_args": args, "_class_slots": slots,
+        "_class_units": units, "_class_work": work, "_class_scratch": scratch,
+    }
+    return ClassKernel(name, _class_task, driver, bound, _OPTIONS)
+
+
+def _class_task(argv, chunk, chunks):
+    """A class's work units (see ``_window_work`` and ``_cell_work``) split into
+    at most ``chunks`` contiguous ranges, each with its own scratch: this is
+    range ``chunk``. The split never changes a result, only who computes it.
+
+    The block at ``argv`` holds ``_class_slots`` argument slots, filled by the
+    direction's driver and turned back into the units' arguments by
+    ``_class_args``, then the tasks' completion slots.
+    """
+    a = block(argv, _class_slots)  # noqa: F821 (bound per direction)
+    tab = buffer(a, 3, np.int64).reshape((a[4] // NCOLS, NCOLS))
+    units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
+    n_chunks = max(1, min(units, chunks))
+    if chunk < n_chunks:
+        offs = _offsets_scratch(n_offs)
+        idx = _offsets_scratch(tab.shape[0] - 1)
+        scratch = _scratch(_class_scratch, _ACC)  # noqa: F821 (bound per class and dtype)
+        u0, u1 = chunk * units // n_chunks, (chunk + 1) * units // n_chunks
+        args = _class_args(a, tab, _STORED, _ACC)  # noqa: F821 (bound per direction and dtype)
+        _class_units(args, u0, u1, offs, idx, scratch)  # noqa: F821 (bound per class)
+    mark_done(argv, _class_slots + chunk)  # noqa: F821 (bound per direction)
 
 
 @_jit
@@ -450,44 +478,38 @@ def _common_args(argv, x, x0, tab, beta):
     argv[5] = _bits(beta)
 
 
+#: Argument slots of a forward block: those of ``_common_args``, y (2), lse (2), with_lse.
+_FORWARD_SLOTS = 11
+
+
 @_driver
 def _run_forward(task, x, x0, tab, beta, y, lse, with_lse, tasks):
     """Run forward task ``task`` (an address) on ``tasks`` chunks in parallel."""
     expect(y, x)
     expect(lse, beta)
-    argv = argument_block(11, tasks)
+    argv = argument_block(_FORWARD_SLOTS, tasks)
     _common_args(argv, x, x0, tab, beta)
     put(argv, 6, y)
     put(argv, 8, lse)
     argv[10] = with_lse
     for chunk in prange(tasks):
         call_task(task, argv, chunk, tasks)
-    check_done(argv, 11)
+    check_done(argv, _FORWARD_SLOTS)
 
 
-def _forward_task(argv, chunk, chunks):
-    """SoftPool forward: y and, when with_lse, lse (flat, offset 0, strides in column YS).
+@_inlined
+def _forward_args(a, tab, stored, acc):
+    """The forward units' arguments (a tuple, their first), from a block of ``_run_forward``.
 
-    The work units (see ``_window_work``) are split into at most ``chunks``
-    contiguous ranges, each with its own scratch; this is range ``chunk``.
-    The split never changes a result, only who computes it. Arguments, in the
-    block at ``argv`` (see ``_run_forward``): x, x0, tab, beta, y, lse, with_lse.
+    SoftPool forward: y and, when with_lse, lse (flat, offset 0, strides in column YS).
     """
-    a = block(argv, 11)
-    tab = buffer(a, 3, np.int64).reshape((a[4] // NCOLS, NCOLS))
-    lse = buffer(a, 8, _ACC)  # noqa: F821 (bound per dtype)
-    units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
-    n_chunks = max(1, min(units, chunks))
-    if chunk < n_chunks:
-        offs = _offsets_scratch(n_offs)
-        idx = _offsets_scratch(tab.shape[0] - 1)
-        scratch = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
-        u0, u1 = chunk * units // n_chunks, (chunk + 1) * units // n_chunks
-        _class_units(  # noqa: F821 (bound per class)
-            buffer(a, 0, _STORED), a[2], tab, _float_from_bits(a[5], _ACC(0)),  # noqa: F821 (bound per dtype)
-            buffer(a, 6, _STORED), lse, a[10] != 0, u0, u1, offs, idx, scratch,  # noqa: F821 (bound per dtype)
-        )
-    mark_done(argv, 11 + chunk)
+    return (
+        buffer(a, 0, stored), a[2], tab, _float_from_bits(a[5], acc(0)),
+        buffer(a, 6, stored), buffer(a, 8, acc), a[10] != 0,
+    )
+
+
+_FORWARD = (_run_forward, _forward_args, _FORWARD_SLOTS)
 
 
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
@@ -495,7 +517,7 @@ def _forward_task(argv, chunk, chunks):
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
 _FORWARD_KERNELS = {
     key: _class_kernel(
-        _forward_task, _run_forward, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
+        _FORWARD, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
         "forward_%d%d%d" % key,
     )
     for key in FAST_FORWARD
@@ -503,8 +525,7 @@ _FORWARD_KERNELS = {
 #: The general forward kernel (any geometry, any strides); its units never
 #: call their sweep: no row has -1 cells.
 forward = _class_kernel(
-    _forward_task, _run_forward, _forward_units_for(_sweep_for(2, 2, 1), -1), _window_work, _FORWARD_SCRATCH,
-    "forward",
+    _FORWARD, _forward_units_for(_sweep_for(2, 2, 1), -1), _window_work, _FORWARD_SCRATCH, "forward",
 )
 
 
@@ -697,7 +718,8 @@ def _backward_units_for(sweep, windows, sweep_one):
     """
 
     @_inlined
-    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, scratch):
+    def units(args, u0, u1, offs, idx, scratch):
+        gy, x, x0, y, lse, tab, beta, exact, gx = args
         gbuf = scratch[0]
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
@@ -813,7 +835,8 @@ def _tiled_units_for(sweep, cells):
     """
 
     @_inlined
-    def units(gy, x, x0, y, lse, tab, beta, exact, gx, u0, u1, offs, idx, g):
+    def units(args, u0, u1, offs, idx, g):
+        gy, x, x0, y, lse, tab, beta, exact, gx = args
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -841,6 +864,10 @@ def _tiled_units_for(sweep, cells):
     return units
 
 
+#: Argument slots of a backward block: those of ``_common_args``, gy (2), y (2), lse (2), exact, gx (2).
+_BACKWARD_SLOTS = 15
+
+
 @_driver
 def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
     """Run backward task ``task`` (an address) on ``tasks`` chunks in parallel."""
@@ -848,7 +875,7 @@ def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
     expect(y, x)
     expect(lse, beta)
     expect(gx, x)
-    argv = argument_block(15, tasks)
+    argv = argument_block(_BACKWARD_SLOTS, tasks)
     _common_args(argv, x, x0, tab, beta)
     put(argv, 6, gy)
     put(argv, 8, y)
@@ -857,34 +884,25 @@ def _run_backward(task, x, x0, tab, beta, gy, y, lse, exact, gx, tasks):
     put(argv, 13, gx)
     for chunk in prange(tasks):
         call_task(task, argv, chunk, tasks)
-    check_done(argv, 15)
+    check_done(argv, _BACKWARD_SLOTS)
 
 
-def _backward_task(argv, chunk, chunks):
-    """Vector-Jacobian product, gathered per input cell (no atomics).
+@_inlined
+def _backward_args(a, tab, stored, acc):
+    """The backward units' arguments (a tuple, their first), from a block of ``_run_backward``.
 
-    gy, y and lse are flat output-shaped buffers sharing column YS; gx is a
-    flat buffer with strides in column GS. ``exact`` False gives the paper's
-    rule (weights treated as constants) and never reads y. The work units
-    (see ``_cell_work`` and ``_window_work``) are split as in ``_forward_task``.
-    Arguments, in the block at ``argv`` (see ``_run_backward``): x, x0, tab,
-    beta, gy, y, lse, exact, gx.
+    Vector-Jacobian product, gathered per input cell (no atomics): gy, y and
+    lse are flat output-shaped buffers sharing column YS; gx is a flat buffer
+    with strides in column GS. ``exact`` False gives the paper's rule (weights
+    treated as constants) and never reads y.
     """
-    a = block(argv, 15)
-    tab = buffer(a, 3, np.int64).reshape((a[4] // NCOLS, NCOLS))
-    lse = buffer(a, 10, _ACC)  # noqa: F821 (bound per dtype)
-    units, n_offs = _class_work(tab)  # noqa: F821 (bound per class)
-    n_chunks = max(1, min(units, chunks))
-    if chunk < n_chunks:
-        offs = _offsets_scratch(n_offs)
-        idx = _offsets_scratch(tab.shape[0] - 1)
-        g = _scratch(lse, _class_scratch)  # noqa: F821 (bound per class)
-        u0, u1 = chunk * units // n_chunks, (chunk + 1) * units // n_chunks
-        _class_units(  # noqa: F821 (bound per class)
-            buffer(a, 6, _STORED), buffer(a, 0, _STORED), a[2], buffer(a, 8, _STORED), lse, tab,  # noqa: F821
-            _float_from_bits(a[5], _ACC(0)), a[12] != 0, buffer(a, 13, _STORED), u0, u1, offs, idx, g,  # noqa: F821
-        )
-    mark_done(argv, 15 + chunk)
+    return (
+        buffer(a, 6, stored), buffer(a, 0, stored), a[2], buffer(a, 8, stored), buffer(a, 10, acc), tab,
+        _float_from_bits(a[5], acc(0)), a[12] != 0, buffer(a, 13, stored),
+    )
+
+
+_BACKWARD = (_run_backward, _backward_args, _BACKWARD_SLOTS)
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
@@ -900,7 +918,7 @@ _BACKWARD_UNITS = {
 _CELL_SCRATCH = (1, 2 * (BLOCK + LANES))
 _BACKWARD_KERNELS = {
     key: _class_kernel(
-        _backward_task, _run_backward, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
+        _BACKWARD, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
         "backward_%d%d%d" % key,
     )
     for key in FAST_BACKWARD
@@ -912,7 +930,7 @@ _BACKWARD_KERNELS = {
 FAST_TILED = ((2, 2), (2, 4), (1, 4))
 _TILED_KERNELS = {
     key: _class_kernel(
-        _backward_task, _run_backward, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
+        _BACKWARD, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
         (key[0] * key[1], BLOCK + LANES), "backward_tiled_%d%d" % key,
     )
     for key in FAST_TILED
@@ -920,8 +938,7 @@ _TILED_KERNELS = {
 #: The general backward kernel; its units never call their sweeps: no row is
 #: in -1 windows.
 backward = _class_kernel(
-    _backward_task, _run_backward, _backward_units_for(_back_111, -1, _back_111), _cell_work, _CELL_SCRATCH,
-    "backward",
+    _BACKWARD, _backward_units_for(_back_111, -1, _back_111), _cell_work, _CELL_SCRATCH, "backward",
 )
 
 
