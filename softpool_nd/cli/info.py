@@ -77,7 +77,7 @@ def _numba_cache():
     """Where numba keeps the compiled kernels, as numba itself resolved it."""
     import numba
 
-    from ..cpu import kernels
+    from ..cpu import _cache, kernels
 
     # the forward driver lives in kernels.py, as the class tasks' templates do:
     # numba caches them all in the same folder
@@ -85,11 +85,12 @@ def _numba_cache():
     path = getattr(cache, "_cache_path", None)
     if path is None:
         path = numba.config.CACHE_DIR or os.path.join(os.path.dirname(kernels.__file__), "__pycache__")
+    stamp = f"kernel sources digest {_cache.DIGEST}"
     if not os.path.isdir(path):
-        return f"{path} (not created yet)"
+        return f"{path} (not created yet; {stamp})"
     files = len([f for f in os.listdir(path) if f.endswith((".nbi", ".nbc"))])
     access = "writable" if os.access(path, os.W_OK) else "read-only"
-    return f"{path} ({access}, {files} cached files)"
+    return f"{path} ({access}, {files} cached files; {stamp})"
 
 
 def report():

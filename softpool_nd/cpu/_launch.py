@@ -10,11 +10,8 @@ the C signature ``void(int64 argv, int64 chunk, int64 chunks)``; ``argv`` is
 the address of an int64 argument block (buffer addresses and sizes, scalars)
 that the driver fills and the task reads back with ``buffer``. The drivers
 (one per direction, compiled per dtype) are the only parallel functions.
-Both are cached on disk by numba like any kernel. numba checks a cached
-function against its own source file only (kernels.py, where the templates
-live): after editing this module, ``_scalar`` or ``softpool_nd._loops`` (the
-table's column numbers) alone, delete the cache
-(the ``*.nbi``/``*.nbc`` files in ``__pycache__`` or ``NUMBA_CACHE_DIR``).
+Both are cached on disk by numba, stamped with a digest of every source they
+compile from (see ``_cache``).
 
 Two rules follow from C callbacks. Arrays cross as address and size, and
 the task reads each as the type it expects: the drivers refuse, when they
@@ -28,10 +25,12 @@ import types
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, cfunc, njit
+from numba import carray, njit
 from numba import types as nbtypes
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
+
+from ._cache import cached_cfunc
 
 # only ever called from compiled code: see softpool_nd.cpu.kernels
 _WRAPPERLESS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
@@ -179,7 +178,7 @@ class ClassKernel:
         bound = {**self._template.__globals__, **self._bound, "_STORED": stored, "_ACC": acc}
         fn = types.FunctionType(self._template.__code__, bound, name)
         fn.__qualname__ = name
-        task = cfunc(TASK_SIGNATURE, cache=True, **self._options)(fn)
+        task = cached_cfunc(TASK_SIGNATURE, fn, **self._options)
         # the callback lives as long as this kernel, so its address stays
         # valid; of two threads compiling at once, the first to get here wins
         return self._tasks.setdefault(key, (task, task.address))

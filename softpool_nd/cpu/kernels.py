@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
+from ._cache import cached_njit
 from ._launch import ClassKernel, argument_block, block, buffer, call_task, check_done, expect, mark_done, put
 from ._scalar import _bits, _float_from_bits, acc, exp_le0, store
 
@@ -64,7 +65,7 @@ _jit = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # scratch arrays have them, on its own cache lines).
 _inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # The parallel drivers of ``_launch``: one per direction, compiled per dtype.
-_driver = njit(parallel=True, cache=True, **_OPTIONS)
+_driver = cached_njit(parallel=True, **_OPTIONS)
 
 
 @_jit

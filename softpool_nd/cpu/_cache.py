@@ -1,0 +1,127 @@
+"""The numba disk cache of the CPU kernels, keyed on every source they compile from.
+
+numba stamps a cached function with its own source file only. A kernel here
+compiles code from several modules (the templates in ``kernels``, the launch
+layer in ``_launch``, the scalar helpers in ``_scalar``, the loop table's
+column numbers in ``softpool_nd._loops``): after an edit to one of the others,
+or an upgrade that changes only one of them, numba would load the old machine
+code. Every kernel cached through this module is stamped instead with
+``DIGEST``, a hash of all of ``SOURCES``; a cache entry with another stamp is
+stale, as numba treats an entry of an edited source file, and is recompiled.
+``prune`` deletes the stale entries' files, which numba itself leaves behind.
+
+Everything here goes through numba's caching classes (``FunctionCache`` and
+its locators, the ones numba uses for ``cache=True``), with the source stamp
+as the only change.
+"""
+import hashlib
+import os
+import pathlib
+import pickle
+import threading
+
+import numba
+from numba.core.caching import CompileResultCacheImpl, FunctionCache
+from numba.core import sigutils
+from numba.core.ccallback import CFunc
+
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent
+
+#: The files the CPU kernels are compiled from: every module of softpool_nd.cpu
+#: and the loop table's layout.
+SOURCES = tuple(sorted(_PACKAGE.glob("cpu/*.py"))) + (_PACKAGE / "_loops.py",)
+
+
+def _digest(paths):
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+#: The stamp of every cached kernel: a hash of the names and bytes of ``SOURCES``.
+DIGEST = _digest(SOURCES)
+
+
+def _stamped(locator_class):
+    """``locator_class`` (one of numba's) with ``DIGEST`` as the source stamp."""
+    return type(locator_class.__name__, (locator_class,), {"get_source_stamp": lambda self: DIGEST})
+
+
+class _Impl(CompileResultCacheImpl):
+    _locator_classes = [_stamped(cls) for cls in CompileResultCacheImpl._locator_classes]
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        prune(self.locator.get_cache_path())
+
+
+class _KernelCache(FunctionCache):
+    _impl_class = _Impl
+
+
+def cached_njit(**options):
+    """``numba.njit(**options)`` cached on disk under ``DIGEST``."""
+
+    def decorate(py_func):
+        dispatcher = numba.njit(**options)(py_func)
+        dispatcher._cache = _KernelCache(py_func)
+        return dispatcher
+
+    return decorate
+
+
+def cached_cfunc(signature, py_func, **options):
+    """``numba.cfunc(signature, cache=True, **options)(py_func)``, cached under ``DIGEST``."""
+    callback = CFunc(py_func, sigutils.normalize_signature(signature), locals={}, options=options)
+    callback._cache = _KernelCache(py_func)
+    callback.compile()
+    return callback
+
+
+_PRUNED = set()
+_PRUNE_LOCK = threading.Lock()
+# the modules whose functions are cached through here (numba names an entry's
+# files after the module and the function)
+_PREFIXES = tuple(p.stem + "." for p in SOURCES)
+
+
+def _stamp_of(index):
+    """The (numba version, source stamp) an index file was written with, or None if unreadable."""
+    try:
+        with open(index, "rb") as f:
+            version = pickle.load(f)
+            stamp, _ = pickle.loads(f.read())
+    except Exception:  # a partly written or foreign file: leave it to numba
+        return None
+    return version, stamp
+
+
+def prune(path):
+    """Delete, once per process and folder, the cache files of kernels with another stamp or numba version.
+
+    A process of this same version never loses an entry: only files whose
+    index carries another stamp go.
+    """
+    with _PRUNE_LOCK:
+        if path in _PRUNED:
+            return
+        _PRUNED.add(path)
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if not (name.endswith(".nbi") and name.startswith(_PREFIXES)):
+            continue
+        stamp = _stamp_of(os.path.join(path, name))
+        if stamp is None or stamp == (numba.__version__, DIGEST):
+            continue
+        base = name[: -len(".nbi")] + "."
+        for other in names:
+            if other == name or (other.startswith(base) and other.endswith(".nbc")):
+                try:
+                    os.remove(os.path.join(path, other))
+                except OSError:
+                    pass
