@@ -13,7 +13,11 @@ with arguments already checked and converted by ``softpool_nd._api``: ``x`` is
 float16/32/64, ``beta`` a Python float, ``geom`` a Geometry with a non-empty
 output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``. With ``with_lse``
 False (what :func:`softpool_nd.pool` asks for) ``forward`` neither computes nor
-allocates lse and returns None in its place.
+allocates lse and returns None in its place. Two optional members:
+``device_of(x)``, a context manager making x's device current (``_api`` does
+every conversion and allocation of a call inside it), and ``bfloat16()``,
+True when the backend computes bfloat16 arrays itself (otherwise ``_api``
+hands it float32 copies and casts the results back).
 """
 import importlib
 

@@ -5,7 +5,8 @@ import re
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 import softpool_nd
 import softpool_nd.torch as spt
