@@ -143,6 +143,7 @@ _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 def soft_pool(
     x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+    impl="kernels",
 ):
     """SoftPool of a tensor over any axes, differentiable and compilable.
 
@@ -155,12 +156,19 @@ def soft_pool(
         the third on (batch and channel lead).
     gradient : {'exact', 'weights'}, default 'exact'
         The gradient autograd uses, as in :func:`softpool_nd.backward`.
+    impl : {'kernels', 'composite'}, default 'kernels'
+        ``'kernels'``: the custom operators on softpool_nd's kernels.
+        ``'composite'``: the same arithmetic as standard torch operations
+        (:mod:`softpool_nd.composite`), which ``torch.export``, inductor and
+        any device see through; autograd differentiates it, forward mode and
+        higher orders included. While ``torch.onnx.export`` runs, every call
+        takes ``'composite'``, so exported graphs hold only standard ONNX ops.
 
     Returns
     -------
     torch.Tensor
         The pooled tensor, on ``x``'s device, in ``x``'s dtype (float64 for
-        integer ``x``), laid out in memory like ``x``.
+        integer ``x``), laid out in memory like ``x`` (``'kernels'``).
 
     Examples
     --------
@@ -175,7 +183,24 @@ def soft_pool(
     tensor([[0.0723, 0.9277, 0.5000, 0.5000]])
     """
     params = _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
+    if impl == "composite" or torch.onnx.is_in_onnx_export():
+        return _composite(x, params)
+    if impl != "kernels":
+        raise ValueError(f"impl={impl!r} must be 'kernels' or 'composite' (input shape {tuple(x.shape)})")
     return _forward_op(x, *params)[0]
+
+
+def _composite(x, params):
+    """soft_pool through softpool_nd.composite: the operator's checks, then the decomposition."""
+    from . import composite
+    from ._api import _check_beta
+    from .composite.torch import pool
+
+    kwargs = _geometry_kwargs(*params[:7])
+    beta = _check_beta(params[7], tuple(x.shape))
+    if x.dtype.is_complex:
+        raise TypeError(f"x has dtype {x.dtype} (input shape {tuple(x.shape)}); SoftPool takes real tensors")
+    return pool(x.to(_result_dtypes(x)[0]), composite.plan(x.shape, **kwargs), beta, params[8])
 
 
 def _spatial(n, name, x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient):
