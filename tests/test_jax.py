@@ -1,6 +1,4 @@
 """softpool_nd.jax: jit, grad and vmap through pure_callback, against the NumPy path."""
-import doctest
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,7 +86,3 @@ def test_complex_input_is_refused_before_the_callback():
     with pytest.raises(TypeError, match="complex64"):
         spj.soft_pool(jnp.zeros(4, jnp.complex64), 2)
 
-
-def test_docstring_examples():
-    result = doctest.testmod(spj, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 3 and result.failed == 0
