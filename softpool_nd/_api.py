@@ -22,6 +22,12 @@ def _shape_of(x, argname):
             f"{argname} of type {type(x).__qualname__} is not an array; convert it first, e.g. numpy.asarray({argname})"
         )
     shape = tuple(shape)
+    if isinstance(x, np.ma.MaskedArray):
+        # a masked cell would have to leave its windows like padding: a kernel of its own
+        raise TypeError(
+            f"{argname} is a numpy masked array (shape {shape}); SoftPool does not take masks. Pass "
+            f"{argname}.filled(value) or numpy.ma.getdata({argname}) to pool its values regardless of the mask"
+        )
     if any(n != n for n in shape):
         raise ValueError(f"{argname} has unknown dimensions {shape}; call {argname}.compute_chunk_sizes() first")
     return shape
@@ -31,7 +37,8 @@ def _float_dtype(x, argname):
     """(compute dtype, accumulation dtype) for an input dtype, as numpy.mean types it."""
     dt = np.dtype(x.dtype)
     if dt.type in _FLOATS:
-        pass
+        # non-native byte order (FITS, HDF5, netCDF files) computes in native order, as numpy ufuncs do
+        dt = dt.newbyteorder("=")
     elif dt.kind in "biu":
         dt = np.dtype(np.float64)
     else:
@@ -47,7 +54,11 @@ def _check_beta(beta, shape):
         return beta
     if not isinstance(beta, numbers.Real) or isinstance(beta, (bool, np.bool_)):
         raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
-    if not math.isfinite(beta):
+    try:
+        finite = math.isfinite(beta)
+    except OverflowError:  # an int beyond the float range, e.g. 10**400
+        finite = False
+    if not finite:
         raise ValueError(f"beta={beta!r} must be finite (input shape {shape})")
     return float(beta)
 
@@ -115,7 +126,7 @@ def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False,
     >>> np.round(y, 4), np.round(lse, 4)
     (array([0.7311, 2.    ]), array([1.3133, 2.6931]))
     """
-    (x,), to_caller = _interop.native(x)
+    (x,), to_caller = _interop.native(x, names=("x",))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
 
@@ -189,13 +200,13 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
     >>> softpool_nd.pool(x, kernel=2, beta=0.0)
     array([[0.5, 4. ]])
     """
-    (x, out), to_caller = _interop.native(x, out)
+    (x, out), to_caller = _interop.native(x, out, names=("x", "out"))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if out is not None:
         out_shape = _shape_of(out, "out")
         if backend_for(out, "out") is not backend:
             raise TypeError(f"out is a {type(out).__qualname__} but x is a {type(x).__qualname__} (input shape {geom.in_shape})")
-        if out_shape != geom.out_shape or out.dtype != dtype:
+        if out_shape != geom.out_shape or np.dtype(out.dtype).newbyteorder("=") != dtype:
             raise ValueError(
                 f"out has shape {out_shape} and dtype {out.dtype} but the result has shape {geom.out_shape} "
                 f"and dtype {dtype} (input shape {geom.in_shape})"
@@ -203,7 +214,20 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
         flags = getattr(out, "flags", None)
         if flags is not None and not getattr(flags, "writeable", True):
             raise ValueError(f"out is read-only (input shape {geom.in_shape})")
+        if out.dtype != dtype or _may_overlap(out, x, backend):
+            # as numpy ufuncs do: compute as if x had been copied first (or into native byte order), then copy
+            out[...] = _forward(x, geom, dtype, acc_dtype, beta, backend, None, with_lse=False)[0]
+            return to_caller(out)
     return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=False)[0])
+
+
+def _may_overlap(out, x, backend):
+    """True when ``out`` may share memory with ``x``: bounds only, so a false alarm costs a copy, never a wrong result.
+
+    numpy and cupy have ``may_share_memory``; dask (no such function) builds a new graph and never aliases.
+    """
+    may_share_memory = getattr(backend.xp, "may_share_memory", None)
+    return may_share_memory is not None and bool(may_share_memory(out, x))
 
 
 def backward(
@@ -243,7 +267,7 @@ def backward(
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
     array([0.0723, 0.9277, 0.5   , 0.5   ])
     """
-    (x, grad_y, y, lse), to_caller = _interop.native(x, grad_y, y, lse)
+    (x, grad_y, y, lse), to_caller = _interop.native(x, grad_y, y, lse, names=("x", "grad_y", "y", "lse"))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")

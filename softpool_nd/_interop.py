@@ -21,18 +21,19 @@ __all__ = ["native"]
 _CPU, _CUDA = 1, 2
 
 
-def native(*arrays):
+def native(*arrays, names=None):
     """Return ``(arrays, to_caller)`` for the arrays of one call.
 
     The first array is the input ``x``: results come back in its framework and,
     when its dtype had to be replaced by float32, cast back to that dtype. A
     ``(y, lse)`` pair keeps ``lse`` in its accumulation dtype. A result that is
     one of the given arrays (``out``) comes back as the caller's original object.
-    ``None`` entries pass through unchanged.
+    ``None`` entries pass through unchanged. ``names`` (one per array) name the
+    arguments in error messages.
     """
     for a in arrays:
         if a is not None and type(a) is not np.ndarray:
-            return _Call(arrays).native()
+            return _Call(arrays, names).native()
     return arrays, _unchanged
 
 
@@ -48,6 +49,24 @@ def _is_native(a):
     except TypeError:
         return False
     return True
+
+
+def _check_plain(a, name):
+    """Refuse a tensor that autograd tracks: the core API is not differentiable and would silently cut the graph."""
+    if getattr(a, "requires_grad", False):
+        name = name or "an array"
+        raise TypeError(
+            f"{name} is a {type(a).__module__}.{type(a).__qualname__} that requires grad (shape {tuple(a.shape)}); "
+            f"softpool_nd.pool/forward/backward are not autograd-aware: use softpool_nd.torch.soft_pool (or the "
+            f"SoftPool modules) for gradients, or pass {name}.detach()"
+        )
+
+
+def _resolved(a):
+    """``a`` with torch's lazy negation and conjugation bits applied: DLPack exports the memory without them."""
+    if getattr(a, "is_neg", None) is not None and (a.is_neg() or a.is_conj()):
+        return a.resolve_conj().resolve_neg()
+    return a
 
 
 def _namespace(a):
@@ -88,11 +107,12 @@ def _from_dlpack_for(a):
 class _Call:
     """The foreign arrays of one call and how to hand results back."""
 
-    def __init__(self, arrays):
+    def __init__(self, arrays, names):
         self.arrays = arrays
+        self.names = names
         self.xp = None  # the namespace results come back in; None keeps backend arrays
         self.cast_to = None  # the caller's dtype of x when it was replaced by float32
-        self.inputs = {}  # id(backend array) -> (backend array, caller's array, replaced dtype or None)
+        self.inputs = {}  # id(backend array) -> (backend array, caller's array, its dtype if a copy, else None)
 
     def native(self):
         out = []
@@ -100,10 +120,13 @@ class _Call:
             if _is_native(a) or not hasattr(a, "__dlpack__"):
                 out.append(a)
                 continue
-            b, replaced = self._convert(a)
+            _check_plain(a, self.names[i] if self.names else None)
+            r = _resolved(a)
+            b, replaced = self._convert(r)
             if i == 0:
                 self.xp, self.cast_to = _namespace(a), replaced
-            self.inputs[id(b)] = (b, a, replaced)
+            # b is a copy when r is: an out= is then written back into the caller's array
+            self.inputs[id(b)] = (b, a, replaced if r is a else a.dtype)
             out.append(b)
         return tuple(out), self.to_caller
 
@@ -129,12 +152,14 @@ class _Call:
         return self._back(result)
 
     def _back(self, r):
+        if any(r is a for a in self.arrays):
+            return r  # a backend array the caller passed itself (a numpy out= for a jax x)
         hit = self.inputs.get(id(r))
         if hit is None or hit[0] is not r:
             return _wrap(r, self.xp, self.cast_to)
         _, original, replaced = hit
         if replaced is not None:
-            # out was a float32 copy: write the result into the caller's array
+            # out was a copy (float32, or resolved from a negated view): write the result into the caller's array
             original[...] = _wrap(r, _namespace(original), replaced)
         return original
 
