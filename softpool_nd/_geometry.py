@@ -69,6 +69,28 @@ def _where(shape):
     return f"(input shape {tuple(shape)})"
 
 
+#: The kernels index in int64; every geometry is checked to keep its index arithmetic below this.
+INDEX_MAX = 2**63 - 1
+
+
+def _shown(value):
+    """``repr(value)``, with ints too long to read (or to format at all) abbreviated."""
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(map(_shown, value)) + ("," if isinstance(value, tuple) and len(value) == 1 else "")
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    if _is_int(value) and abs(int(value)) > 10**30:
+        return f"~{'-' if value < 0 else ''}2**{abs(int(value)).bit_length() - 1}"
+    return repr(value)
+
+
+def _check_int64(name, raw, values, shape):
+    """Refuse a per-axis value the kernels' int64 index arithmetic cannot hold."""
+    if max(values) > INDEX_MAX:
+        raise ValueError(
+            f"{name}={_shown(raw)} exceeds 2**63 - 1, the largest index SoftPool computes with {_where(shape)}"
+        )
+
+
 def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
@@ -149,10 +171,15 @@ def _check_windows(axis, n, out, k, s, d, lo, shape, padding):
 
     Windows starting inside the input always hold their first cell, and starts
     grow with the window index, so only the windows starting in the left
-    padding and the last window need a look. Plain Python (no NumPy), so that
-    tracing compilers can run it.
+    padding and the last window need a look. Of the former, the first n + 1
+    suffice (at most n + 1 iterations however large the padding): the first
+    window is the one most likely to end before the input, and a window
+    starting in the padding reaches the input at ``start % d``; these residues
+    step by ``s % d``, so either they repeat within n + 1 windows (each in
+    [0, n), as checked) or n + 1 of them are distinct and one is >= n. Plain
+    Python (no NumPy), so that tracing compilers can run it.
     """
-    for o in range(out):
+    for o in range(min(out, n + 1)):
         start = o * s - lo
         if start >= 0:
             break
@@ -211,10 +238,13 @@ def normalize_args(ndim, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
         raise TypeError(f"ceil_mode={ceil_mode!r} must be True or False {_where(shape)}")
     for name, raw, vals in (("kernel", kernel, k), ("stride", stride, s), ("dilation", dilation, d)):
         if min(vals) < 1:
-            raise ValueError(f"{name}={raw!r} must be >= 1 on every pooled axis {_where(shape)}")
+            raise ValueError(f"{name}={_shown(raw)} must be >= 1 on every pooled axis {_where(shape)}")
+        _check_int64(name, raw, vals, shape)
     pads = _padding(padding, n, shape)
-    if pads != "same" and any(p < 0 for pair in pads for p in pair):
-        raise ValueError(f"padding={padding!r} must not be negative {_where(shape)}")
+    if pads != "same":
+        if any(p < 0 for pair in pads for p in pair):
+            raise ValueError(f"padding={_shown(padding)} must not be negative {_where(shape)}")
+        _check_int64("padding", padding, [p for pair in pads for p in pair], shape)
     # Order the per-axis values by axis so equal geometries compare equal.
     order = sorted(range(n), key=lambda i: axes_t[i])
     pick = lambda v: tuple(v[i] for i in order)  # noqa: E731
@@ -296,6 +326,14 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
             lo, hi = total // 2, total - total // 2
         else:
             lo, hi = pads[i]
+        # the kernels' largest index sums: window starts and ends, cells and their windows along the padded axis
+        extent = L + lo + hi + d[i] * (k[i] - 1) + s[i]
+        if extent > INDEX_MAX:
+            raise ValueError(
+                f"kernel={_shown(kernel)}, stride={_shown(stride)}, padding={_shown(padding)}, "
+                f"dilation={_shown(dilation)}: along axis {a}, length + padding + dilation*(kernel-1) + stride "
+                f"= {_shown(extent)} exceeds 2**63 - 1, the largest index SoftPool computes with {_where(shape)}"
+            )
         num = L + lo + hi - span
         if ceil_mode:
             out = -(-num // s[i]) + 1

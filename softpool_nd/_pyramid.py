@@ -6,16 +6,22 @@ import numbers
 import numpy as np
 
 from ._api import _shape_of, pool
-from ._geometry import make_geometry
+from ._geometry import _shown, make_geometry
 
 __all__ = ["pyramid"]
+
+
+#: No axis has 2**63 cells, so a kernel >= 2 allows at most 62 levels; with kernel 1 on every
+#: axis each level is a copy of x, and more than this many is a mistake, not a pyramid.
+_MAX_LEVELS = 63
 
 
 def _check_levels(levels, shape):
     if not isinstance(levels, numbers.Integral) or isinstance(levels, (bool, np.bool_)):
         raise TypeError(f"levels={levels!r} must be an int (input shape {shape})")
-    if levels < 0:
-        raise ValueError(f"levels={levels!r} must be >= 0 (input shape {shape})")
+    if not 0 <= levels <= _MAX_LEVELS:
+        # levels is formatted through _shown: str() of a huge int can fail
+        raise ValueError(f"levels={_shown(int(levels))} must be between 0 and {_MAX_LEVELS} (input shape {shape})")
     return int(levels)
 
 
@@ -33,7 +39,8 @@ def pyramid(x, levels, kernel=2, axes=None, beta=1.0):
         Input of any rank; float16/32/64, or integer/bool (pooled levels are
         then float64).
     levels : int
-        Number of pooled levels, >= 0.
+        Number of pooled levels, 0 to 63 (no axis is long enough for more
+        with a kernel >= 2).
     kernel : int or tuple of int, default 2
         Downsampling factor per pooled axis, as in :func:`pool`.
     axes : int or tuple of int, optional
@@ -58,8 +65,8 @@ def pyramid(x, levels, kernel=2, axes=None, beta=1.0):
     TypeError
         For a non-integer ``levels`` or any error :func:`pool` raises.
     ValueError
-        For negative ``levels``, or when a pooled axis is too short for
-        ``levels`` rounds of ``kernel``.
+        For ``levels`` outside [0, 63], or when a pooled axis is too short
+        for ``levels`` rounds of ``kernel``.
 
     Examples
     --------
@@ -74,9 +81,9 @@ def pyramid(x, levels, kernel=2, axes=None, beta=1.0):
     levels = _check_levels(levels, shape)
     geom = make_geometry(shape, kernel, None, 0, 1, False, axes)
     for a, k in zip(geom.axes, geom.kernel):
-        if shape[a] < k ** levels:
+        if shape[a] < k ** levels:  # at most 2**(6 * 63) for k < 2**63: quick to compute
             raise ValueError(
-                f"levels={levels} with kernel={kernel!r} needs axis {a} to hold at least {k ** levels} "
+                f"levels={levels} with kernel={kernel!r} needs axis {a} to hold at least {k}**{levels} "
                 f"cells but it has {shape[a]} (input shape {shape}); use fewer levels"
             )
     out = [x]

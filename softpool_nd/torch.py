@@ -221,18 +221,31 @@ _SPATIAL_DOC = """SoftPool over the last {n} axes of a ({shape}) or unbatched in
     """
 
 
+def _check_force_inplace(force_inplace):
+    """The reference signature's third parameter is force_inplace, not padding: refuse an int there."""
+    if not isinstance(force_inplace, bool):
+        raise TypeError(
+            f"force_inplace={force_inplace!r} must be True or False: the third positional parameter is "
+            f"force_inplace, as in the reference implementation, not padding; pass padding as a keyword, "
+            f"e.g. SoftPool2d(3, 2, padding=1)"
+        )
+
+
 def soft_pool1d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
                 beta=1.0, gradient="exact"):
+    _check_force_inplace(force_inplace)
     return _spatial(1, "soft_pool1d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
 
 def soft_pool2d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
                 beta=1.0, gradient="exact"):
+    _check_force_inplace(force_inplace)
     return _spatial(2, "soft_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
 
 def soft_pool3d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
                 beta=1.0, gradient="exact"):
+    _check_force_inplace(force_inplace)
     return _spatial(3, "soft_pool3d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
 
@@ -286,6 +299,7 @@ class _SoftPoolSpatial(torch.nn.Module):
     def __init__(self, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
                  beta=1.0, gradient="exact"):
         super().__init__()
+        _check_force_inplace(force_inplace)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode, self.beta, self.gradient = dilation, ceil_mode, beta, gradient
 
