@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
-from . import kernels
+from . import _threads, kernels
 
 name = "cpu"
 xp = np
@@ -87,7 +87,8 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
     lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
     lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
-    kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
+    with _threads.serial:
+        kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
     if out is not None and not direct:
         out[...] = y
         y = out
@@ -110,8 +111,9 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
 
     gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
     xflat, x0 = _flat(x)
-    kernel(
-        xflat, x0, tab, acc_dtype.type(beta), _flat(gy)[0], _flat(y)[0], _flat(lse)[0], exact,
-        _flat(gx, True)[0], _tasks(),
-    )
+    with _threads.serial:
+        kernel(
+            xflat, x0, tab, acc_dtype.type(beta), _flat(gy)[0], _flat(y)[0], _flat(lse)[0], exact,
+            _flat(gx, True)[0], _tasks(),
+        )
     return gx
