@@ -15,8 +15,9 @@ its path, before numba chooses: numba's own order then picks ``tbb``.
 Without a usable TBB on Linux the fork-safe ``workqueue`` layer is chosen
 instead; it aborts the process when two threads run parallel code at once, so
 the kernel calls are then serialised through :data:`serial`. A layer the user
-chose (``NUMBA_THREADING_LAYER``, ``numba.config``) or that other code already
-started is kept as it is (calls are serialised if it is ``workqueue``). Other
+chose (``NUMBA_THREADING_LAYER``, ``numba.config``) is kept (TBB is still made
+loadable for it), as is one that other code already started (too late to
+choose); calls are serialised whenever the layer is ``workqueue``. Other
 systems keep numba's default: their Python does not fork by default.
 
 Importing this module (``softpool_nd.cpu`` does, before any kernel is
@@ -64,8 +65,10 @@ def _start():
         return numba.threading_layer()  # started by other code: too late to choose
     except ValueError:
         pass
-    if sys.platform.startswith("linux") and str(numba.config.THREADING_LAYER).lower() == "default":
-        if not _load_tbb():
+    if sys.platform.startswith("linux"):
+        # also when the user asked for tbb ("tbb", "safe", ...): numba would not find the wheel's library either
+        tbb = _load_tbb()
+        if not tbb and str(numba.config.THREADING_LAYER).lower() == "default":
             numba.config.THREADING_LAYER = "workqueue"
     numba.get_num_threads()  # starts the layer now, once, rather than inside the first kernel call
     return numba.threading_layer()
