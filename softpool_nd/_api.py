@@ -49,18 +49,29 @@ def _float_dtype(x, argname):
     return dt, np.dtype(np.float64 if dt == np.float64 else np.float32)
 
 
-def _check_beta(beta, shape):
-    if type(beta) is float and math.isfinite(beta):
+def _check_beta(beta, shape, acc_dtype=np.float64):
+    """``beta`` as a float, if the accumulation dtype can represent it: finite and
+    ``|beta| <= finfo(acc_dtype).max`` (the one home of this rule; the adapters
+    call it too). Otherwise a ValueError naming beta, the dtype and the shape.
+    """
+    if type(beta) is float and math.isfinite(beta) and (acc_dtype == np.float64 or abs(beta) <= _F32_MAX):
         return beta
     if not isinstance(beta, numbers.Real) or isinstance(beta, (bool, np.bool_)):
         raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
     try:
-        finite = math.isfinite(beta)
-    except OverflowError:  # an int beyond the float range, e.g. 10**400
-        finite = False
-    if not finite:
-        raise ValueError(f"beta={beta!r} must be finite (input shape {shape})")
-    return float(beta)
+        value = float(beta)
+    except OverflowError:  # an int beyond float64
+        value = math.inf
+    big = float(np.finfo(acc_dtype).max)
+    if not math.isfinite(value) or abs(value) > big:
+        raise ValueError(
+            f"beta={beta!r} must be finite and at most {big:.7g} in magnitude, the largest {np.dtype(acc_dtype).name} "
+            f"(the accumulation dtype of this input; input shape {shape})"
+        )
+    return value
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argname="x"):
@@ -68,7 +79,7 @@ def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argnam
     backend = backend_for(x, argname)
     geom = make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
     dtype, acc_dtype = _float_dtype(x, argname)
-    beta = _check_beta(beta, shape)
+    beta = _check_beta(beta, shape, acc_dtype)
     if x.dtype != dtype:
         x = x.astype(dtype)
     return x, geom, dtype, acc_dtype, beta, backend
@@ -173,7 +184,10 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
         ``len(kernel)`` axes; an int ``kernel`` pools every axis from the third
         on (batch and channel lead), or every axis of a 1-d or 2-d input.
     beta : float, default 1.0
-        Inverse temperature; any finite value.
+        Inverse temperature: any finite value the accumulation dtype holds
+        (``|beta| <= 3.4e38`` for float16 and float32 inputs, which accumulate
+        in float32). Every such beta follows the limit of the formula: no
+        overflow of ``beta * x``, and ``beta=0`` is the plain mean.
     out : array, optional
         Preallocated result of the output shape and result dtype.
 

@@ -7,11 +7,14 @@ element, so one compiled kernel serves every rank and memory layout, and all
 index arithmetic is int64 (cast to uint64 at the access: numba then skips
 its negative-index wraparound, which would turn a vector load into a gather).
 
-Per window the forward pass does two sweeps over the (cached) cells: the
-maximum of z = beta * x, then the sums s = sum(e) and t = sum(e * (x - ref)),
-with e = exp(z - max) and ref the value at the maximum. Shifting by ref keeps
-t bounded for finite inputs of any magnitude; e is exactly 1 at the maximum,
-so infinite maxima give weight 1 instead of exp(inf - inf).
+Per window the forward pass does two sweeps over the (cached) cells (the
+numeric rules are /NUMERICS.md's, issue #13): the maximiser m of beta * x,
+found as the maximum of sign(beta) * x (no product that can overflow), then
+the sums s = sum(e) and t = sum(e * (x - ref)), with e = exp(beta * (x - m))
+in (0, 1] and ref = m (0 when m is infinite or beta = 0, where y is the plain
+mean). Shifting by ref keeps t bounded for finite inputs of any magnitude and
+any accepted beta; e is exactly 1 at the maximiser, so infinite maxima give
+weight 1 instead of exp(inf - inf). lse = beta * m + log(s).
 
 Speed comes from the innermost loop dimension. Windows that lie wholly inside
 the input along it (all but a few per row) are computed a whole row at a
@@ -43,7 +46,7 @@ from numba import njit, prange
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
 from ._cache import cached_njit
 from ._launch import ClassKernel, argument_block, block, buffer, call_task, check_done, expect, mark_done, put
-from ._scalar import _bits, _float_from_bits, acc, exp_le0, store
+from ._scalar import _bits, _float_from_bits, acc, exp_le0, log_ge1, store
 
 # FMA contraction only: no assumption about NaN, infinities or signed zeros.
 # NumPy's error model: a float division by zero gives inf/NaN instead of a
@@ -192,47 +195,99 @@ def _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase):
 
 
 @_jit
-def _z(v, beta):
-    """beta * v, with beta = 0 meaning weight 1 for every cell (infinities too)."""
-    return v * beta if beta != acc(0.0, beta) else acc(0.0, beta)
+def _sign(beta):
+    """1 or -1: the maximiser of beta*x is the maximum of _sign(beta)*x, found without overflow."""
+    return acc(-1.0, beta) if beta < acc(0.0, beta) else acc(1.0, beta)
 
 
 @_jit
-def _weight(z, m):
-    """exp(z - m), exactly 1 at the maximum (also an infinite one)."""
-    return acc(1.0, m) if z == m else exp_le0(z - m)
+def _half(v):
+    return v * acc(0.5, v)
 
 
 @_jit
-def _moment(e, v, ref):
-    """e * (v - ref), 0 for a zero weight (where v - ref may be infinite)."""
-    return e * (v - ref) if e > acc(0.0, e) else acc(0.0, e)
+def _weight(v, m, beta):
+    """exp(beta * (v - m)) for the window's maximiser m: in (0, 1], exactly 1 at m
+    (also an infinite one) and for beta = 0 (the mean).
+
+    The difference is taken halved, as beta * (v/2 - m/2) * 2: v/2 - m/2 cannot
+    overflow, and where v - m does not overflow the result is the same bits
+    (scaling by 2 is exact in the normal range). Where v - m itself overflows
+    this is beta * (v - m) without the intermediate infinity: finite for a tiny
+    beta, -inf (weight 0, the limit) otherwise.
+    """
+    if v == m or beta == acc(0.0, beta):
+        return acc(1.0, beta)
+    return exp_le0(beta * (_half(v) - _half(m)) * acc(2.0, beta))
+
+
+@_jit
+def _moment(e, v, ref_half):
+    """e * (v - ref) / 2, 0 for a zero weight (where v - ref may be infinite)."""
+    return e * (_half(v) - ref_half) if e > acc(0.0, e) else acc(0.0, e)
+
+
+@_jit
+def _shift(m, beta):
+    """The value the moments are taken about: the maximiser, or 0 when it is
+    infinite (inf - inf) or beta = 0 (the plain sum of the mean)."""
+    return m if np.isfinite(m) and beta != acc(0.0, beta) else acc(0.0, m)
+
+
+@_jit
+def _result(ref, t, s):
+    """y = ref + 2t/s from halved moments t, kept halved until the end: |ref/2 + t/s| <= max|x|."""
+    return (_half(ref) + t / s) * acc(2.0, t)
+
+
+@_jit
+def _lse(m, s, beta):
+    """beta*m + log(s): may overflow only where the true value does; log(count) for beta = 0."""
+    return (beta * m if beta != acc(0.0, beta) else acc(0.0, beta)) + log_ge1(s)
+
+
+#: Cells summed in the accumulation type before their partial sums are added
+#: in float64 (``_window``): float32 error then grows with the log of a long
+#: window, not linearly (issue #13 item 6), at no cost to short windows.
+PARTIAL = 256
 
 
 @_jit
 def _window(x, first, offs, count, lo, hi, d, xs, beta):
     """(y, lse) of one window: cells first + offs[q] + i*d*xs for i in [lo, hi)."""
     zero = acc(0.0, beta)
-    ref = acc(x[_u(first + offs[0] + lo * d * xs)], beta)
-    m = _z(ref, beta)
+    sgn = _sign(beta)
+    ms = sgn * acc(x[_u(first + offs[0] + lo * d * xs)], beta)
     for q in range(count):
         for i in range(lo, hi):
-            v = acc(x[_u(first + offs[q] + i * d * xs)], beta)
-            z = _z(v, beta)
-            if z > m:
-                m = z
-                ref = v
-    if not np.isfinite(ref):
-        ref = zero
+            v = sgn * acc(x[_u(first + offs[q] + i * d * xs)], beta)
+            if v > ms:
+                ms = v
+    m = sgn * ms
+    ref = _shift(m, beta)
+    rh = _half(ref)
+    s64 = 0.0
+    t64 = 0.0
     s = zero
     t = zero
+    n = 0
     for q in range(count):
-        for i in range(lo, hi):
-            v = acc(x[_u(first + offs[q] + i * d * xs)], beta)
-            e = _weight(_z(v, beta), m)
-            s += e
-            t += _moment(e, v, ref)
-    return ref + t / s, m + np.log(s)
+        for i0 in range(lo, hi, PARTIAL):
+            for i in range(i0, min(hi, i0 + PARTIAL)):
+                v = acc(x[_u(first + offs[q] + i * d * xs)], beta)
+                e = _weight(v, m, beta)
+                s += e
+                t += _moment(e, v, rh)
+            n += min(hi, i0 + PARTIAL) - i0
+            if n >= PARTIAL:
+                s64 += s
+                t64 += t
+                s = zero
+                t = zero
+                n = 0
+    s64 += s
+    t64 += t
+    return acc(_result(np.float64(ref), t64, s64), beta), acc(_lse(np.float64(m), s64, np.float64(beta)), beta)
 
 
 @_jit
@@ -275,40 +330,39 @@ def _sweep_for(k, s, count):
     cells; the sweep returns how many windows it did, and leaves the others
     to the caller's per-window path (one copy of the step less to compile).
     Cells are visited in the order of ``_window``; lse, when asked for, is
-    finished in a second (scalar) loop because ``np.log`` is a libm call.
+    finished in a second loop over the block (``log_ge1`` vectorises too).
     """
 
     @_inlined
     def step(x, xb, bases, o0, beta, scratch):
         zero = acc(0.0, beta)
+        sgn = _sign(beta)
         for j in range(LANES):
             o = o0 + j
             # the first cell seeds the maximum; loaded like the others (one
             # interleaved vector load), not on its own (a gather)
-            ref = acc(x[_u(xb + _base(0, bases) + o * s)], beta)
-            m = _z(ref, beta)
+            ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
             for q in range(count):
                 b = xb + _base(q, bases) + o * s
                 for i in range(k):
                     if q + i > 0:
-                        v = acc(x[_u(b + i)], beta)
-                        z = _z(v, beta)
-                        if z > m:
-                            m = z
-                            ref = v
-            ref = ref if np.isfinite(ref) else zero
+                        v = sgn * acc(x[_u(b + i)], beta)
+                        ms = v if v > ms else ms
+            m = sgn * ms
+            ref = _shift(m, beta)
+            rh = _half(ref)
             ssum = zero
             tsum = zero
             for q in range(count):
                 b = xb + _base(q, bases) + o * s
                 for i in range(k):
                     v = acc(x[_u(b + i)], beta)
-                    e = _weight(_z(v, beta), m)
+                    e = _weight(v, m, beta)
                     ssum += e
-                    tsum += _moment(e, v, ref)
+                    tsum += _moment(e, v, rh)
             scratch[0, _u(o)] = m
             scratch[1, _u(o)] = ssum
-            scratch[2, _u(o)] = ref + tsum / ssum
+            scratch[2, _u(o)] = _result(ref, tsum, ssum)
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
@@ -323,7 +377,7 @@ def _sweep_for(k, s, count):
             y[_u(yb + o)] = store(scratch[2, _u(o)], y)
         if with_lse:
             for o in range(done):
-                lse[_u(yb + o)] = scratch[0, o] + np.log(scratch[1, o])
+                lse[_u(yb + o)] = _lse(scratch[0, _u(o)], scratch[1, _u(o)], beta)
         return done
 
     return sweep
@@ -597,25 +651,132 @@ def _containing_offsets(tab, idx, offs):
 
 
 @_jit
-def _term(v, z, lse_w, gy_w, y_w, beta, exact):
-    """The share of window w in the gradient of a cell with value v (z = beta*v).
+def _z(v, beta):
+    """beta * v, with beta = 0 meaning weight exp(-lse) = 1/count for every cell (infinities too)."""
+    return v * beta if beta != acc(0.0, beta) else acc(0.0, beta)
 
-    Takes window w's lse, grad_y and y (read only when ``exact``) as
+
+#: lse of a window below which, with |beta| > 1, some beta*x of the window may
+#: have overflowed to -inf while its weight exp(beta*x - lse) is not 0.
+_LSE_LOW = -1e38
+
+
+@_jit
+def _lse_ok(lse_w, beta):
+    """True when exp(beta*x - lse_w) is the window's weight of every finite x in it.
+
+    For |beta| <= 1, beta*x and lse never overflow (finite x). Otherwise they
+    may (issue #13 item 5): then lse_w must be finite, and far enough from
+    -inf that a beta*x of -inf (below -fmax) has weight 0. Other windows take
+    ``_fallback_weight``.
+    """
+    return not abs(beta) > acc(1.0, beta) or (lse_w > acc(_LSE_LOW, beta) and lse_w < acc(np.inf, beta))
+
+
+@_jit
+def _all_lse_ok(lse, i0, i1, beta):
+    """``_lse_ok`` for every window of lse[i0:i1] (clamped to lse): may a sweep take them all?"""
+    if not abs(beta) > acc(1.0, beta):
+        return True
+    ok = True
+    for i in range(max(i0, 0), min(i1, lse.size)):
+        ok &= _lse_ok(lse[_u(i)], beta)
+    return ok
+
+
+@_jit
+def _advance(cur, lo, hi):
+    """The next multi-index of the box [lo, hi) after cur, the last axis fastest; False after the last."""
+    for a in range(cur.size - 1, -1, -1):
+        cur[a] += 1
+        if cur[a] < hi[a]:
+            return True
+        cur[a] = lo[a]
+    return False
+
+
+@_jit
+def _window_stats(x, x0, tab, at, beta):
+    """(maximiser, weight sum) of the window at flat output offset ``at``, as the forward computes them.
+
+    The window's multi-index is read back from ``at`` (output-shaped arrays are
+    dense, strides YS); its cells are walked over every dimension of ``tab``.
+    """
+    n = tab.shape[0]
+    lo = np.empty(n, np.int64)
+    hi = np.empty(n, np.int64)
+    first = x0
+    for a in range(n):
+        o = (at // tab[a, YS]) % tab[a, O] if tab[a, O] > 1 else 0
+        start = o * tab[a, S] - tab[a, P]
+        lo[a], hi[a] = _clip(start, tab[a, K], tab[a, D], tab[a, L])
+        first += start * tab[a, XS]
+        if hi[a] == lo[a]:
+            return acc(np.nan, beta), np.nan
+    sgn = _sign(beta)
+    ms = acc(0.0, beta)
+    s = 0.0
+    for sweep in range(2):
+        cur = lo.copy()
+        more = True
+        while more:
+            off = first
+            for a in range(n):
+                off += cur[a] * tab[a, D] * tab[a, XS]
+            v = acc(x[_u(off)], beta)
+            if sweep == 0:
+                # the first cell seeds the maximum, as in ``_window``
+                ms = sgn * v if sgn * v > ms or np.all(cur == lo) else ms
+            else:
+                s += _weight(v, sgn * ms, beta)
+            more = _advance(cur, lo, hi)
+    return sgn * ms, s
+
+
+@_jit
+def _fallback_weight(x, x0, tab, at, v, beta, memo):
+    """The weight of a cell with value v in the window at output offset ``at``, from the window's
+    maximiser and weight sum (NUMERICS rule 4); ``memo`` keeps the last window's (at, m, s)."""
+    if memo[0] != at:
+        m, s = _window_stats(x, x0, tab, at, beta)
+        memo[0], memo[1], memo[2] = at, m, s
+    return acc(_weight(v, acc(memo[1], beta), beta) / memo[2], beta)
+
+
+@_jit
+def _memo():
+    """An empty ``_fallback_weight`` memo."""
+    memo = np.empty(3, np.float64)
+    memo[0] = -1.0
+    return memo
+
+
+@_jit
+def _term_w(w, v, gy_w, y_w, beta, exact):
+    """The share, of weight w, of a window in the gradient of a cell with value v.
+
+    Takes window w's grad_y and y (read only when ``exact``) as
     accumulation-type scalars: an array argument would cost reference counting
-    calls, which keep a loop from vectorising.
+    calls, which keep a loop from vectorising. The bracket 1 + beta*(v - y) is
+    taken on halved values, as the forward's weights (no overflow of v - y).
     """
     zero = acc(0.0, beta)
-    w = exp_le0(z - lse_w)
     if w == zero:
         return zero
     term = w * gy_w
     if exact and beta != zero:
-        term *= acc(1.0, beta) + beta * (v - y_w)
+        term *= acc(1.0, beta) + beta * (_half(v) - _half(y_w)) * acc(2.0, beta)
     return term
 
 
+@_jit
+def _term(v, z, lse_w, gy_w, y_w, beta, exact):
+    """``_term_w`` with the weight exp(z - lse_w) (z = beta*v), for a window that is ``_lse_ok``."""
+    return _term_w(exp_le0(z - lse_w), v, gy_w, y_w, beta, exact)
+
+
 @_inlined
-def _cell_backward(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact):
+def _cell_backward(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo):
     """grad of input cell j (at flat position xj) of a row, windows in ascending order."""
     v = acc(x[_u(xj)], beta)
     z = _z(v, beta)
@@ -625,8 +786,13 @@ def _cell_backward(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, be
         if _member(j, o, Si, Di, Pi):
             for q in range(count):
                 at = offs[q] + o * ys
+                lse_w = acc(lse[at], beta)
+                if _lse_ok(lse_w, beta):
+                    w = exp_le0(z - lse_w)
+                else:
+                    w = _fallback_weight(x, x0, tab, at, v, beta, memo)
                 y_w = acc(y[at], beta) if exact else z
-                g += _term(v, z, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, exact)
+                g += _term_w(w, v, acc(gy[at], beta), y_w, beta, exact)
     return g
 
 
@@ -642,7 +808,9 @@ def _backward_sweep_for(kc, sc, cc):
     so it is vectorised, not unrolled) whose last step is padded, as in the
     forward sweep, with extra cells (gathered into ``g``, never stored) when
     they lie inside the arrays: a 28-window row computes 32 cells, not 64.
-    As the forward sweep, it returns how many of the c it did.
+    As the forward sweep, it returns how many of the c it did: none when a
+    window needs ``_fallback_weight`` (see ``_lse_ok``), which only the per-cell
+    path takes.
     """
     last = (kc - 1) // sc
 
@@ -669,6 +837,9 @@ def _backward_sweep_for(kc, sc, cc):
         bases = _bases(offs, cc)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         n = c1 - c0
+        for q in range(cc):
+            if not _all_lse_ok(lse, _base(q, bases) + yb + c0 - last, _base(q, bases) + yb + c1, beta):
+                return 0  # the per-cell path takes the windows that need it
         spare = min((x.size - xb) // sc, lse.size - top - yb) - c1
         steps = n // BACK_LANES
         rest = n - steps * BACK_LANES
@@ -722,6 +893,7 @@ def _backward_units_for(sweep, windows, sweep_one):
     def units(args, u0, u1, offs, idx, scratch):
         gy, x, x0, y, lse, tab, beta, exact, gx = args
         gbuf = scratch[0]
+        memo = _memo()
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
@@ -751,7 +923,9 @@ def _backward_units_for(sweep, windows, sweep_one):
             gap = max(ca, min(jb, j0 + (c0 + done) * Si)) - ca
             for i in range(first, last - gap):
                 j = i if i < ca else i + gap
-                g = _cell_backward(gy, x, y, lse, x0 + xbase + j * xs, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact)
+                g = _cell_backward(
+                    gy, x, y, lse, x0 + xbase + j * xs, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,
+                )
                 gx[gbase + j * gs] = store(g, gx)
 
     return units
@@ -783,7 +957,7 @@ def _tiled_sweep_for(k, count):
     ``_cell_backward``. A step loads a window's lse, grad_y and y once and
     writes its count*k gradients to g[q*k + i, o]: a loop over LANES windows
     as the forward sweep's, padded in the same way and returning how many
-    windows it did, whose body is big enough not to be unrolled into scalar
+    windows it did (none when one needs ``_fallback_weight``), whose body is big enough not to be unrolled into scalar
     code. (Stores interleaved by k, to g or straight to gx, kept LLVM from
     vectorising it: 3-4x slower.) Then the count input rows' cells are
     copied from g to gx (at gb + offs[q]).
@@ -810,6 +984,8 @@ def _tiled_sweep_for(k, count):
     def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        if not _all_lse_ok(lse, yb, yb + n, beta):
+            return 0  # the per-cell path takes the windows that need it
         spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
         for t in range(steps):
@@ -844,6 +1020,7 @@ def _tiled_units_for(sweep, cells):
         n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
         n_blocks = _n_blocks(n)
         row = _offsets_scratch(1)
+        memo = _memo()
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
         for u in range(u0, u1):
             if u > u0:
@@ -859,7 +1036,7 @@ def _tiled_units_for(sweep, cells):
                 for q in range(count):
                     for j in range((o0 + done) * Si, last):
                         at = offs[q] + j * xs
-                        gj = _cell_backward(gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact)
+                        gj = _cell_backward(gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo)
                         gx[at] = store(gj, gx)
 
     return units
