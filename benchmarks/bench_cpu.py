@@ -11,6 +11,8 @@ measure the same thing; ``track_`` benchmarks return ratios against PyTorch
 measured side by side in one process and are skipped when torch is absent.
 numba and torch both use 2 threads, the CI-class machine's core count.
 """
+import ast
+
 import numpy as np
 
 from softpool_nd import bench  # first: it sets OMP_WAIT_POLICY before torch loads
@@ -120,3 +122,49 @@ class TorchRatios:
 
     def track_forward_time_over_torch_avg_pool(self, name):
         return self.t["pool"] / self.t["avg_pool"]
+
+
+class TrainingStep:
+    """Issue #14's rows: the training step through softpool_nd.torch against the eager and the
+    compiled PyTorch formula, forward() with lse and the no-grad adapter against pool(), in one process."""
+
+    params = ([str(s) for s in bench.TRAINING_SHAPES], ["NCHW", "channels_last"])
+    param_names = ["shape", "layout"]
+    timeout = 900
+    unit = "ratio"
+
+    def setup(self, shape, layout):
+        bench._set_threads(THREADS)
+        fns = bench.training_steps(ast.literal_eval(shape), layout == "channels_last")
+        if fns is None:
+            raise NotImplementedError("torch is not installed")
+        self.t = bench.timeit_interleaved(fns, rounds=5)
+
+    def track_forward_with_lse_over_pool(self, shape, layout):
+        return self.t["forward"] / self.t["pool"]
+
+    def track_no_grad_adapter_over_pool(self, shape, layout):
+        return self.t["no_grad"] / self.t["pool"]
+
+    def track_training_step_speedup_vs_eager_formula(self, shape, layout):
+        return self.t["eager"] / self.t["softpool_nd"]
+
+    def track_training_step_speedup_vs_compiled_formula(self, shape, layout):
+        return self.t["compiled"] / self.t["softpool_nd"]
+
+
+class TinyCall:
+    """Per-call time of pool() on tiny inputs: the serial path (no numba thread woken)."""
+
+    params = ([str(s) for s in bench.TINY_SHAPES],)
+    param_names = ["shape"]
+
+    def setup(self, shape):
+        bench._set_threads(THREADS)
+        self.fns = bench.tiny_calls(ast.literal_eval(shape))
+
+    def time_pool_serial_path(self, shape):
+        self.fns["serial"]()
+
+    def time_pool_on_numba_threads(self, shape):
+        self.fns["parallel"]()

@@ -44,7 +44,10 @@ from dataclasses import dataclass, replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-__all__ = ["Case", "CASES", "QUICK_CASES", "make_input", "timeit_interleaved", "torch_baselines", "run"]
+__all__ = [
+    "Case", "CASES", "QUICK_CASES", "TRAINING_SHAPES", "TINY_SHAPES", "make_input", "timeit_interleaved", "torch_baselines",
+    "training_steps", "tiny_calls", "run",
+]
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,125 @@ def torch_baselines(case, x):
         "avg_pool": lambda: avg(xt, k, s),
         "formula_backward": backward,
     }
+
+
+#: The shapes of issue #14's training rows: float32 NCHW, k2s2, each also in
+#: channels_last memory; the first is the ResNet stem activation.
+TRAINING_SHAPES = ((16, 64, 112, 112), (64, 64, 32, 32), (8, 16, 16, 16))
+#: Targets of the training step through softpool_nd.torch: speed-up over torch.compile of the formula.
+TRAINING_TARGETS = (3.0, 1.5, 1.0)
+#: Inputs whose calls are fixed costs (issue #14: "under load a call on a
+#: (1, 2, 6, 6, 5) array took 8 ms"), pooled k2s2 over their trailing axes.
+TINY_SHAPES = ((1, 2, 6, 6, 5), (2, 8, 16, 16))
+
+
+def _formula(pool):
+    """The PyTorch formula of SoftPool over ``pool`` (an avg_pool), as users write it."""
+    import torch
+
+    def formula(t):
+        e = torch.exp(t)
+        return pool(t * e) / pool(e)
+
+    return formula
+
+
+def training_steps(shape, channels_last, compiled=True):
+    """Callables for one training step (forward, then the gradient w.r.t. x) on a float32 k2s2 input.
+
+    ``softpool_nd``: through ``softpool_nd.torch.soft_pool`` (forward with lse,
+    then the backward op, as autograd runs them); ``eager``: the PyTorch
+    formula under autograd; ``compiled``: the same formula under
+    ``torch.compile`` (inductor fuses it; compiled on the first call, which
+    ``timeit_interleaved`` makes before timing). Also ``pool``, softpool_nd's
+    own ``pool()`` on the same data, and ``no_grad``, the adapter on an input
+    that needs no gradient. None when torch is absent.
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    import softpool_nd
+    from softpool_nd import torch as sp_torch
+
+    x_np = make_input(Case("", shape))
+    x = torch.from_numpy(x_np)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        x_np = x.numpy().transpose(0, 2, 3, 1)  # the same memory, NHWC
+    xg = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    formula = _formula(lambda t: F.avg_pool2d(t, 2, 2))
+    gy = torch.ones_like(formula(x))
+    kw = dict(kernel=2, axes=(1, 2)) if channels_last else dict(kernel=2)
+
+    def step(f):
+        return lambda: torch.autograd.grad(f(xg), xg, gy)
+
+    fns = {
+        "softpool_nd": step(lambda t: sp_torch.soft_pool(t, 2)),
+        "eager": step(formula),
+        "pool": lambda: softpool_nd.pool(x_np, **kw),
+        "forward": lambda: softpool_nd.forward(x_np, **kw),
+    }
+
+    def no_grad():
+        with torch.no_grad():
+            return sp_torch.soft_pool(x, 2)
+
+    fns["no_grad"] = no_grad
+    if compiled:
+        fns["compiled"] = step(torch.compile(formula))
+    return fns
+
+
+def tiny_calls(shape):
+    """``pool()`` of a tiny float32 input on the calling thread (the serial path) and forced onto numba's threads."""
+    import softpool_nd
+    from softpool_nd.cpu import backend
+
+    x = make_input(Case("", shape))
+
+    def parallel():
+        below, backend.SERIAL_BELOW = backend.SERIAL_BELOW, 0
+        try:
+            softpool_nd.pool(x, 2)
+        finally:
+            backend.SERIAL_BELOW = below
+
+    return {"serial": lambda: softpool_nd.pool(x, 2), "parallel": parallel}
+
+
+def _training_rows(shapes, layouts, rounds, lines):
+    """The rows of issue #14: forward()/pool(), no-grad adapter/pool(), training step vs eager and compiled formula."""
+    for shape, target in zip(shapes, TRAINING_TARGETS):
+        for channels_last in layouts:
+            name = f"{shape} {'channels_last' if channels_last else 'NCHW'}"
+            fns = training_steps(shape, channels_last)
+            if fns is None:
+                lines.append(f"| {name}: training rows | - | - | torch not installed |")
+                return
+            t = timeit_interleaved(fns, rounds=rounds)
+            r = t["forward"] / t["pool"]
+            lines.append(_row(f"{name}: forward() with lse / pool() time", f"{r:.2f}", "<= 1.3", r <= 1.3))
+            r = t["no_grad"] / t["pool"]
+            lines.append(_row(f"{name}: softpool_nd.torch under no_grad / pool() time", f"{r:.2f}", "<= 1.15", r <= 1.15))
+            r = t["eager"] / t["softpool_nd"]
+            lines.append(_row(f"{name}: training step via softpool_nd.torch, speed-up vs eager formula", f"{r:.2f}x", "-", True))
+            r = t["compiled"] / t["softpool_nd"]
+            lines.append(_row(f"{name}: training step via softpool_nd.torch, speed-up vs torch.compile(formula)",
+                              f"{r:.2f}x", f">= {target:g}x", r >= target))
+
+
+def _tiny_rows(rounds, lines):
+    """Per-call time of tiny inputs, on the calling thread and forced onto numba's threads."""
+    for shape in TINY_SHAPES:
+        fns = tiny_calls(shape)
+        reps = 20
+        t = timeit_interleaved({k: (lambda f=f: [f() for _ in range(reps)]) for k, f in fns.items()}, rounds=rounds)
+        serial, parallel = t["serial"] / reps * 1e6, t["parallel"] / reps * 1e6
+        lines.append(_row(f"tiny pool() {shape}: per-call time (serial path) / on numba's threads",
+                          f"{serial:.0f} us / {parallel:.0f} us", "serial <= threads", serial <= parallel))
 
 
 def _ours(case, x):
@@ -370,6 +492,14 @@ def run(quick: bool = False, threads: int = 2, out=print) -> str:
     median = float(np.median([t for t, _ in rest]))
     label = f"cold numba cache: the other first calls (each case's forward and backward), median / slowest ({slowest})"
     lines.append(_row(label, f"{median:.1f} s / {worst:.1f} s", "< 5 s", worst < 5))
+
+    # issue #14: the training path; quick mode runs NCHW only (each
+    # torch.compile takes 20-40 s on a loaded 2-core machine)
+    _tiny_rows(2 * rounds, lines)
+    shapes = TRAINING_SHAPES
+    if quick:
+        shapes = (tuple(n // 4 if a < 2 else n for a, n in enumerate(shapes[0])),) + shapes[1:]
+    _training_rows(shapes, (False,) if quick else (False, True), rounds, lines)
 
     imp, first = _first_call_seconds(ref)
     lines.append(_row("import softpool_nd in a fresh process", f"{imp:.2f} s", "< 0.5 s", imp < 0.5))

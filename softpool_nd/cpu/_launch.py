@@ -30,7 +30,7 @@ from numba import types as nbtypes
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
-from ._cache import cached_cfunc
+from ._cache import cached_cfunc, cached_njit
 
 # only ever called from compiled code: see softpool_nd.cpu.kernels
 _WRAPPERLESS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
@@ -149,6 +149,19 @@ def call_task(typingctx, task, argv, chunk, chunks):
     return nbtypes.none(nbtypes.int64, argv, nbtypes.int64, nbtypes.int64), codegen
 
 
+def serial(driver, options):
+    """``driver`` (a parallel njit function) compiled again without numba's
+    parallel region: its ``prange`` runs as ``range`` on the calling thread,
+    and no worker thread is woken. Named apart, as numba's disk cache keys
+    its entries on the function's name, not on the compile options.
+    """
+    py = driver.py_func
+    fn = types.FunctionType(py.__code__, py.__globals__, py.__name__ + "_serial")
+    fn.__qualname__ = fn.__name__
+    fn.__doc__ = py.__doc__
+    return cached_njit(**options)(fn)
+
+
 class ClassKernel:
     """A configuration class's kernel, called as ``kernel(x, x0, tab, beta, *rest, tasks)``.
 
@@ -156,15 +169,17 @@ class ClassKernel:
     a new (storage dtype of x, type of beta), as a C callback whose globals
     are the template's plus ``bound``, ``_STORED`` (x's storage type) and
     ``_ACC`` (the accumulation type); ``driver(task_address, x, x0, tab, beta,
-    *rest, tasks)`` runs it. The callback is named after the class and both
+    *rest, tasks)`` runs it, or, for ``tasks == 1``, its ``serial`` twin on the
+    calling thread. The callback is named after the class and both
     types: numba keys its disk cache on the name and the code, not on the
     globals.
     """
 
-    def __init__(self, name, template, driver, bound, options):
+    def __init__(self, name, template, driver, serial, bound, options):
         self.__name__ = name
         self._template = template
         self._driver = driver
+        self._serial = serial
         self._bound = bound
         self._options = options
         self._tasks = {}
@@ -186,4 +201,4 @@ class ClassKernel:
     def __call__(self, x, x0, tab, beta, *rest):
         key = (x.dtype.type, type(beta))
         task = self._tasks.get(key) or self._compile(key)
-        self._driver(task[1], x, x0, tab, beta, *rest)
+        (self._serial if rest[-1] == 1 else self._driver)(task[1], x, x0, tab, beta, *rest)

@@ -41,9 +41,17 @@ def _flat(a, writeable=False):
     return as_strided(_storage(b), shape=(span,), strides=(item,), writeable=writeable), offset
 
 
-def _tasks():
-    """Blocks of work per call: enough for load balance across numba's threads."""
-    return 8 * numba.get_num_threads()
+#: Inputs of fewer elements run on the calling thread (one task, the serial
+#: driver): waking numba's threads costs more than they save there. Measured
+#: with ``benchmarks/serial_threshold.py`` (see its table in the README).
+SERIAL_BELOW = 1 << 15
+
+
+def _tasks(n):
+    """Blocks of work for a call reading ``n`` input elements: one (serial) for small
+    calls or a single thread, else enough for load balance across numba's threads."""
+    threads = numba.get_num_threads()
+    return 1 if n < SERIAL_BELOW or threads == 1 else 8 * threads
 
 
 def _whole(a):
@@ -88,7 +96,7 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
     lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
     with _threads.serial:
-        kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks())
+        kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks(x.size))
     if out is not None and not direct:
         out[...] = y
         y = out
@@ -114,6 +122,6 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     with _threads.serial:
         kernel(
             xflat, x0, tab, acc_dtype.type(beta), _flat(gy)[0], _flat(y)[0], _flat(lse)[0], exact,
-            _flat(gx, True)[0], _tasks(),
+            _flat(gx, True)[0], _tasks(x.size),
         )
     return gx

@@ -45,7 +45,7 @@ from numba import njit, prange
 
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
 from ._cache import cached_njit
-from ._launch import ClassKernel, argument_block, block, buffer, call_task, check_done, expect, mark_done, put
+from ._launch import ClassKernel, argument_block, block, buffer, call_task, check_done, expect, mark_done, put, serial
 from ._scalar import _bits, _float_from_bits, acc, exp_le0, log_ge1, store
 
 # FMA contraction only: no assumption about NaN, infinities or signed zeros.
@@ -67,7 +67,8 @@ _jit = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
 # shares are views of raw memory, without reference counts (a task's own
 # scratch arrays have them, on its own cache lines).
 _inlined = njit(inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)
-# The parallel drivers of ``_launch``: one per direction, compiled per dtype.
+# The parallel drivers of ``_launch``: one per direction, compiled per dtype
+# (each with a serial twin for small calls: ``_launch.serial``).
 _driver = cached_njit(parallel=True, **_OPTIONS)
 
 
@@ -491,12 +492,12 @@ def _class_kernel(direction, units, work, scratch, name):
     globals as constants, so ``units`` is called directly, not through a
     function value.
     """
-    driver, args, slots = direction
+    driver, serial_driver, args, slots = direction
     bound = {
         "_class_args": args, "_class_slots": slots,
         "_class_units": units, "_class_work": work, "_class_scratch": scratch,
     }
-    return ClassKernel(name, _class_task, driver, bound, _OPTIONS)
+    return ClassKernel(name, _class_task, driver, serial_driver, bound, _OPTIONS)
 
 
 def _class_task(argv, chunk, chunks):
@@ -564,7 +565,7 @@ def _forward_args(a, tab, stored, acc):
     )
 
 
-_FORWARD = (_run_forward, _forward_args, _FORWARD_SLOTS)
+_FORWARD = (_run_forward, serial(_run_forward, _OPTIONS), _forward_args, _FORWARD_SLOTS)
 
 
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
@@ -1080,7 +1081,7 @@ def _backward_args(a, tab, stored, acc):
     )
 
 
-_BACKWARD = (_run_backward, _backward_args, _BACKWARD_SLOTS)
+_BACKWARD = (_run_backward, serial(_run_backward, _OPTIONS), _backward_args, _BACKWARD_SLOTS)
 
 
 _back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
