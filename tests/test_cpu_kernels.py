@@ -278,3 +278,28 @@ def test_tiled_backward_only_where_grad_x_shares_the_layout_of_x():
     g = softpool_nd.backward(gy, x, 2, y=y, lse=lse)
     g_contig = softpool_nd.backward(gy, np.ascontiguousarray(x), 2, y=y, lse=lse)
     np.testing.assert_array_equal(g, g_contig)
+
+
+def test_small_calls_run_on_the_calling_thread(monkeypatch):
+    # issue #14: below SERIAL_BELOW input elements the serial driver runs the
+    # work without entering numba's parallel region; above, the parallel one
+    x = np.random.default_rng(5).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    assert x.size < backend.SERIAL_BELOW
+    geom = make_geometry(x.shape, 2)
+    xs = element_strides(x)
+    fwd, bwd = backend._forward_plan(geom, xs)[2], backend._backward_plan(geom, xs, xs)[2]
+    y, lse = softpool_nd.forward(x, 2)
+    g = softpool_nd.backward(np.ones_like(y), x, 2, y=y, lse=lse)
+
+    def refuse(*args):
+        raise AssertionError("the parallel driver ran")
+
+    for kernel in (fwd, bwd):
+        monkeypatch.setattr(kernel, "_driver", refuse)
+    y_s, lse_s = softpool_nd.forward(x, 2)
+    g_s = softpool_nd.backward(np.ones_like(y), x, 2, y=y, lse=lse)
+    for got, want in ((y_s, y), (lse_s, lse), (g_s, g)):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(backend, "SERIAL_BELOW", x.size)
+    with pytest.raises(AssertionError, match="parallel driver ran"):
+        softpool_nd.pool(x, 2)

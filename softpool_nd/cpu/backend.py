@@ -44,7 +44,7 @@ def _flat(a, writeable=False):
 #: Inputs of fewer elements run on the calling thread (one task, the serial
 #: driver): waking numba's threads costs more than they save there. Measured
 #: with ``benchmarks/serial_threshold.py`` (see its table in the README).
-SERIAL_BELOW = 1 << 15
+SERIAL_BELOW = 1 << 16
 
 
 def _tasks(n):
