@@ -10,7 +10,7 @@ from . import _interop
 from ._dispatch import backend_for
 from ._geometry import make_geometry
 
-__all__ = ["pool", "forward", "backward", "output_shape"]
+__all__ = ["pool", "forward", "backward", "jvp", "output_shape"]
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -85,11 +85,11 @@ def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argnam
     return x, geom, dtype, acc_dtype, beta, backend
 
 
-def _output_like(name, a, shape, dtype, backend, in_shape):
-    """Check an output-shaped array (grad_y, y, lse) and bring it to ``dtype``."""
+def _output_like(name, a, shape, dtype, backend, in_shape, what="the pooled output"):
+    """Check an output-shaped array (grad_y, y, lse), or ``what`` else has ``shape``, and bring it to ``dtype``."""
     got = _shape_of(a, name)
     if got != tuple(shape):
-        raise ValueError(f"{name} has shape {got} but the pooled output has shape {tuple(shape)} (input shape {in_shape})")
+        raise ValueError(f"{name} has shape {got} but {what} has shape {tuple(shape)} (input shape {in_shape})")
     if backend_for(a, name) is not backend:
         raise TypeError(f"{name} is a {type(a).__qualname__} but x is handled by the {backend.name} backend (input shape {in_shape})")
     _float_dtype(a, name)
@@ -294,3 +294,59 @@ def backward(
         y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
         lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
     return to_caller(backend.backward(grad_y, x, y, lse, geom, beta, acc_dtype, gradient == "exact"))
+
+
+def jvp(
+    x, dx, kernel=2, stride=None, padding=0, *,
+    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0,
+):
+    """Forward-mode derivative: the change of ``pool(x, ...)`` along a tangent ``dx`` of ``x``.
+
+    For every window W, ``dy_W = sum_W w_i * (1 + beta * (x_i - y_W)) * dx_i``
+    with ``w_i = exp(beta * x_i - lse_W)``: the Jacobian-vector product, the
+    transpose of :func:`backward` (``sum(jvp(x, dx) * g) == sum(dx * backward(g, x))``).
+    One pass over x and dx, deterministic (every window is summed by one
+    thread in a fixed order). ``beta=0`` gives the mean of ``dx`` over each
+    window; windows where ``beta * x`` or lse overflowed are weighted as the
+    forward pass weighs them, so finite input never gives NaN.
+
+    Parameters
+    ----------
+    x : array
+        The input of the forward pass.
+    dx : array
+        Tangent of ``x``: same shape and backend, any real dtype (converted
+        to x's result dtype), any memory layout.
+    kernel, stride, padding, dilation, ceil_mode, axes, beta
+        As given to :func:`forward`.
+    y, lse : array, optional
+        The outputs of :func:`forward`. When both are given they are used as
+        they are; otherwise they are recomputed.
+
+    Returns
+    -------
+    array
+        ``dy`` with the output shape, in x's result dtype (float64 for integer
+        ``x``; float16 accumulates in float32), laid out like ``y``.
+
+    Examples
+    --------
+    >>> import numpy as np, softpool_nd
+    >>> x = np.array([0.0, 1.0, 2.0, 2.0])
+    >>> np.round(softpool_nd.jvp(x, np.array([1.0, 0.0, 1.0, -1.0]), kernel=2), 4)
+    array([0.0723, 0.    ])
+    >>> y, lse = softpool_nd.forward(x, kernel=2)
+    >>> np.round(softpool_nd.jvp(x, np.ones(4), kernel=2, y=y, lse=lse), 4)
+    array([1., 1.])
+    """
+    (x, dx, y, lse), to_caller = _interop.native(x, dx, y, lse)
+    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
+    dx = _output_like("dx", dx, geom.in_shape, dtype, backend, geom.in_shape, what="x")
+    if math.prod(geom.out_shape) == 0:
+        return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype))
+    if y is None or lse is None:
+        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, None)
+    else:
+        y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
+        lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
+    return to_caller(backend.jvp(dx, x, y, lse, geom, beta, acc_dtype))

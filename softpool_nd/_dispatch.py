@@ -8,10 +8,14 @@ Every backend module provides ``name``, ``xp`` (its array namespace) and::
 
     forward(x, geom, beta, acc_dtype, out=None, with_lse=True) -> (y, lse or None)
     backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact) -> grad_x
+    jvp(dx, x, y, lse, geom, beta, acc_dtype) -> dy
 
 with arguments already checked and converted by ``softpool_nd._api``: ``x`` is
 float16/32/64, ``beta`` a Python float, ``geom`` a Geometry with a non-empty
-output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``. With ``with_lse``
+output, ``grad_y``/``y`` in x's dtype and ``lse`` in ``acc_dtype``; ``dx`` (the tangent
+of ``x``) in x's dtype and shape, any layout. ``jvp`` returns ``dy`` in x's dtype,
+of the output shape: ``sum_W w_i (1 + beta (x_i - y_W)) dx_i`` per window, with
+the numeric rules of ``softpool_nd.cpu.jvp``. With ``with_lse``
 False (what :func:`softpool_nd.pool` asks for) ``forward`` neither computes nor
 allocates lse and returns None in its place.
 """

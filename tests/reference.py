@@ -101,3 +101,22 @@ def reference_backward(grad_y, x, beta=1.0, gradient="exact", **kw):
             term = term * (1 + beta * (xt[sel] - yt[pick]))
         gt[sel] += term
     return np.moveaxis(gt, front, axes_l)
+
+
+def reference_jvp(x, dx, beta=1.0, **kw):
+    """dy in float64: per window, sum of w * (1 + beta*(x - y)) * dx (the transpose of reference_backward)."""
+    x = np.asarray(x, dtype=np.float64)
+    y, lse = reference_forward(x, beta=beta, **kw)
+    axes_l, _, _ = windows(x.shape, **kw)
+    front = range(x.ndim - len(axes_l), x.ndim)
+    xt = np.moveaxis(x, axes_l, front)
+    dxt = np.moveaxis(np.asarray(dx, dtype=np.float64), axes_l, front)
+    yt = np.moveaxis(y, axes_l, front)
+    lt = np.moveaxis(lse, axes_l, front)
+    dyt = np.empty_like(yt)
+    for _, _, o, ix in _iter(x.shape, kw):
+        sel = (Ellipsis,) + ix
+        pick = (Ellipsis,) + o + (None,) * len(axes_l)
+        term = np.exp(beta * xt[sel] - lt[pick]) * (1 + beta * (xt[sel] - yt[pick])) * dxt[sel]
+        dyt[(Ellipsis,) + o] = term.reshape(term.shape[: x.ndim - len(axes_l)] + (-1,)).sum(-1)
+    return np.moveaxis(dyt, front, axes_l)

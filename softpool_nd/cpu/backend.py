@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
 from . import _threads, kernels
+from .jvp import dx_table, jvp_kernel
 
 name = "cpu"
 xp = np
@@ -103,21 +104,21 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     return y, lse
 
 
+def _aligned(a, ys, x):
+    """Output-shaped ``a`` in the layout of strides ``ys`` (x's layout), copied only when it is not in it."""
+    if element_strides(a) == ys:
+        return a
+    b = empty_like_layout(a.shape, x.strides, a.dtype)
+    b[...] = a
+    return b
+
+
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
     x, x_strides = _whole(x)
     gx = empty_like_layout(x.shape, x.strides, x.dtype)
     ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
-
-    def aligned(a):
-        """Copy an output-shaped array into the shared layout only when it is not in it."""
-        if element_strides(a) == ys:
-            return a
-        b = empty_like_layout(geom.out_shape, x.strides, a.dtype)
-        b[...] = a
-        return b
-
-    gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
+    gy, y, lse = (_aligned(a, ys, x) for a in (grad_y, y, lse))
     xflat, x0 = _flat(x)
     with _threads.serial:
         kernel(
@@ -125,3 +126,27 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
             _flat(gx, True)[0], _tasks(x.size),
         )
     return gx
+
+
+@functools.lru_cache(maxsize=1024)
+def _jvp_plan(geom, x_strides, dx_strides):
+    """(output strides, loop table, its copy with dx's strides as x's) of a jvp call; cached like ``_forward_plan``."""
+    ys = layout_strides(geom.out_shape, x_strides)
+    tab = loop_table(geom, x_strides, ys, dx_strides)
+    return ys, tab, dx_table(tab)
+
+
+def jvp(dx, x, y, lse, geom, beta, acc_dtype):
+    """Return the tangent dy of y for the tangent ``dx`` of ``x`` (dx in x's dtype and shape, any layout)."""
+    x, x_strides = _whole(x)
+    dx, dx_strides = _whole(dx)
+    ys, tab, dtab = _jvp_plan(geom, x_strides, dx_strides)
+    y, lse = _aligned(y, ys, x), _aligned(lse, ys, x)
+    dy = empty_like_layout(geom.out_shape, x.strides, x.dtype)
+    (xflat, x0), (dflat, d0) = _flat(x), _flat(dx)
+    with _threads.serial:
+        jvp_kernel(
+            xflat, x0, dflat, d0, tab, dtab, acc_dtype.type(beta), _flat(y)[0], _flat(lse)[0], _flat(dy, True)[0],
+            _tasks(x.size),
+        )
+    return dy

@@ -11,6 +11,7 @@ neighbours, never a full shuffle. Overlapping windows then read
 NumPy and CuPy chunks both work, with the block's own padding: global padding
 on the outer blocks, and on inner blocks just enough to keep the count of
 windows exact (those padding cells never take part, as everywhere).
+:func:`softpool_nd.jvp` is blocked as the forward is, its tangent chunked like ``x``.
 """
 import dask.array as da
 from dask.array.core import handle_out
@@ -24,7 +25,7 @@ from ._plan import plan_axis
 name = "dask"
 xp = da
 
-__all__ = ["name", "xp", "forward", "backward", "plans", "aligned"]
+__all__ = ["name", "xp", "forward", "backward", "jvp", "plans", "aligned"]
 
 
 def plans(x, geom):
@@ -148,4 +149,26 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
         _backward_block, xa, *outs, geom, axis_plans, beta, exact,
         chunks=xa.chunks, dtype=x.dtype, meta=meta_from_array(x._meta, x.ndim, x.dtype),
         name=f"softpool-backward-{token}",
+    )
+
+
+def _jvp_block(x_block, dx_block, y, lse, geom, axis_plans, beta, block_id=None):
+    extents = [x_block.shape[a] for a in geom.axes]
+    padding, used = _block_call(geom, axis_plans, block_id, extents, [0] * len(geom.axes))
+    return _api.jvp(x_block[used], dx_block[used], y=y, lse=lse, **_kwargs(geom, beta, padding))
+
+
+def jvp(dx, x, y, lse, geom, beta, acc_dtype):
+    """Lazy ``dy``, blocked as the forward is: every task reads an aligned chunk of ``x`` and
+    of ``dx`` with the forward's overlap, and its block of ``y`` and ``lse``.
+    """
+    axis_plans = plans(x, geom)
+    depths = [(0, p.overlap) for p in axis_plans]
+    xa, dxa = (_overlapped(aligned(a, geom, axis_plans), geom, depths) for a in (x, dx.rechunk(x.chunks)))
+    out_chunks = _out_chunks(x, geom, axis_plans)
+    token = tokenize(dx, x, y, lse, geom, beta)
+    return da.map_blocks(
+        _jvp_block, xa, dxa, y.rechunk(out_chunks), lse.rechunk(out_chunks), geom, axis_plans, beta,
+        chunks=out_chunks, dtype=x.dtype, meta=meta_from_array(x._meta, x.ndim, x.dtype),
+        name=f"softpool-jvp-{token}",
     )
