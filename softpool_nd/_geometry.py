@@ -166,27 +166,34 @@ def _padding(padding, n, shape):
     raise TypeError(f"padding={padding!r} must be an int, a tuple, 'valid' or 'same' {_where(shape)}")
 
 
-def _check_windows(axis, n, out, k, s, d, lo, shape, padding):
+def _check_windows(axis, n, out, k, s, d, lo, hi, shape, padding):
     """Raise if some window along one axis would hold only padding cells.
 
     Windows starting inside the input always hold their first cell, and starts
     grow with the window index, so only the windows starting in the left
-    padding and the last window need a look. Of the former, the first n + 1
-    suffice (at most n + 1 iterations however large the padding): the first
-    window is the one most likely to end before the input, and a window
-    starting in the padding reaches the input at ``start % d``; these residues
-    step by ``s % d``, so either they repeat within n + 1 windows (each in
-    [0, n), as checked) or n + 1 of them are distinct and one is >= n. Plain
-    Python (no NumPy), so that tracing compilers can run it.
+    padding and the last window need a look. Of the former, the first
+    min(d, n + 1) suffice however large the padding: the first window is the
+    one most likely to end before the input, and a window starting in the
+    padding reaches the input at ``start % d``; these residues step by
+    ``s % d``, so they repeat within d windows, and within n + 1 windows either
+    they repeat (each in [0, n), as checked) or one of them is >= n. Plain
+    Python (no NumPy), so that tracing compilers can run it; the integer
+    arguments decide first, so that a symbolic length ``n`` (torch.export) is
+    compared only where the answer depends on it: the last window starts at
+    most ``hi - span`` cells before the end (ceil_mode only drops a window that
+    would start past it), so it can hold only padding only when ``hi >= span``.
     """
-    for o in range(min(out, n + 1)):
+    o = 0
+    # n + 1 only where n is a plain int: a symbolic n would gain a guard per window
+    limit = min(d, n + 1) if isinstance(n, int) else d
+    # a while loop, not range(out): a symbolic out (torch.SymInt) would be specialised
+    while o * s - lo < 0 and o < limit and o < out:
         start = o * s - lo
-        if start >= 0:
-            break
         first = -(start // d)  # first window cell at or right of index 0
         if first >= k or start + first * d >= n:
             _only_padding(o, axis, shape, padding)
-    if (out - 1) * s - lo >= n:
+        o += 1
+    if hi >= d * (k - 1) + 1 and (out - 1) * s - lo >= n:
         _only_padding(out - 1, axis, shape, padding)
 
 
@@ -310,8 +317,16 @@ def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
     return geom
 
 
+def _length(n):
+    """An axis length as a Python int; a torch.SymInt (torch.compile, torch.export) stays symbolic.
+
+    int() of a SymInt would specialise the traced program to this one size.
+    """
+    return n if type(n).__module__ == "torch" else int(n)
+
+
 def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
-    shape = tuple(int(n) for n in shape)
+    shape = tuple(_length(n) for n in shape)
     axes_t, k, s, d, pads, ceil_mode = normalize_args(
         len(shape), kernel, stride, padding, dilation, ceil_mode, axes, shape
     )
@@ -337,7 +352,8 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
         num = L + lo + hi - span
         if ceil_mode:
             out = -(-num // s[i]) + 1
-            if (out - 1) * s[i] >= L + lo:
+            # only possible when hi + stride > span (ints first: see _check_windows)
+            if hi + s[i] > span and (out - 1) * s[i] >= L + lo:
                 out -= 1
         else:
             out = num // s[i] + 1
@@ -346,7 +362,7 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
                 f"kernel={kernel!r} with dilation={dilation!r} spans {span} cells, more than the "
                 f"{L + lo + hi} (padded) cells of axis {a} {_where(shape)}; the output would be empty"
             )
-        _check_windows(a, L, out, k[i], s[i], d[i], lo, shape, padding)
+        _check_windows(a, L, out, k[i], s[i], d[i], lo, hi, shape, padding)
         out_shape[a] = out
         lo_t.append(lo)
         hi_t.append(hi)

@@ -18,8 +18,9 @@ import contextlib
 import numbers
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 
-from ._api import backward, forward, output_shape
+from ._api import backward, forward, jvp, output_shape, pool
 from ._geometry import normalize_args
 from ._loops import layout_order
 
@@ -60,18 +61,33 @@ def _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes):
     )
 
 
+def _cupy_stream(stream, device_index):
+    """CuPy's view of torch CUDA stream ``stream``.
+
+    ``cupy.cuda.Stream.from_external`` (CuPy 13+) reads torch's
+    ``__cuda_stream__``, which older torch lacks (TypeError): then the raw
+    handle goes through ``cupy.cuda.ExternalStream``.
+    """
+    import cupy
+
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:
+        try:
+            return from_external(stream)
+        except TypeError:
+            pass
+    return cupy.cuda.ExternalStream(stream.cuda_stream, device_index)
+
+
 def _on_torch_stream(t):
     """Run CuPy work for CUDA tensor ``t`` on torch's current stream of its device; nothing for CPU tensors."""
     if t.device.type != "cuda":
         return contextlib.nullcontext()
     import cupy
 
-    stream = torch.cuda.current_stream(t.device)
-    from_external = getattr(cupy.cuda.Stream, "from_external", None)
-    cp_stream = from_external(stream) if from_external else cupy.cuda.ExternalStream(stream.cuda_stream, t.device.index)
     ctx = contextlib.ExitStack()
     ctx.enter_context(cupy.cuda.Device(t.device.index))
-    ctx.enter_context(cp_stream)
+    ctx.enter_context(_cupy_stream(torch.cuda.current_stream(t.device), t.device.index))
     return ctx
 
 
@@ -81,9 +97,21 @@ def _result_dtypes(x):
     return y, (torch.float64 if y == torch.float64 else torch.float32)
 
 
+def _layout_order(strides):
+    """``layout_order`` of a tensor's strides; symbolic strides (torch.compile, export) skip its cache."""
+    strides = tuple(strides)
+    if all(type(s) is int for s in strides):
+        return layout_order(strides)
+    return layout_order.__wrapped__(strides)
+
+
 def _empty_in_layout(shape, like, dtype):
-    """An empty tensor of ``shape`` whose axes are ordered in memory like ``like``, as the backends allocate."""
-    order = layout_order(like.stride())
+    """An empty tensor of ``shape`` whose axes are ordered in memory like ``like``, as the backends allocate.
+
+    Allocated by torch (its caching allocator, on the current stream), so it
+    also serves as ``out=`` for CUDA tensors.
+    """
+    order = _layout_order(like.stride())
     buf = like.new_empty([shape[a] for a in order], dtype=dtype)
     return buf.permute([order.index(a) for a in range(len(order))])
 
@@ -100,11 +128,39 @@ def _forward_op(
         )
 
 
+def _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes):
+    """The pooled shape of ``x``; its entries stay symbolic under torch.compile and torch.export."""
+    return output_shape(x.shape, **_geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes))
+
+
 @_forward_op.register_fake
 def _(x, kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient):
-    out_shape = output_shape(x.shape, **_geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes))
+    out_shape = _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes)
     y_dtype, lse_dtype = _result_dtypes(x)
     return _empty_in_layout(out_shape, x, y_dtype), _empty_in_layout(out_shape, x, lse_dtype)
+
+
+@torch.library.custom_op("softpool_nd::pool", mutates_args=())
+def _pool_op(
+    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], same: bool,
+    dilation: list[int], ceil_mode: bool, axes: list[int], beta: float,
+) -> torch.Tensor:
+    """SoftPool without lse, where no derivative is needed (no_grad, inference_mode, inputs without grad)."""
+    kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
+    out = None
+    if x.device.type == "cuda":
+        # torch's allocator on the current stream: the op launches kernels only (CUDA graph capture)
+        out = _empty_in_layout(_out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x,
+                               _result_dtypes(x)[0])
+    with _on_torch_stream(x):
+        y = pool(x.detach(), beta=beta, out=out, **kwargs)
+    return y
+
+
+@_pool_op.register_fake
+def _(x, kernel, stride, padding, same, dilation, ceil_mode, axes, beta):
+    return _empty_in_layout(_out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x,
+                            _result_dtypes(x)[0])
 
 
 @torch.library.custom_op("softpool_nd::backward", mutates_args=())
@@ -125,6 +181,51 @@ def _(grad_y, x, y, lse, kernel, stride, padding, same, dilation, ceil_mode, axe
     return _empty_in_layout(x.shape, x, _result_dtypes(x)[0])
 
 
+@torch.library.custom_op("softpool_nd::jvp", mutates_args=())
+def _jvp_op(
+    dx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lse: torch.Tensor, kernel: list[int],
+    stride: list[int], padding: list[int], same: bool, dilation: list[int], ceil_mode: bool,
+    axes: list[int], beta: float,
+) -> torch.Tensor:
+    """Forward-mode derivative through :func:`softpool_nd.jvp`."""
+    kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
+    with _on_torch_stream(x):
+        return jvp(x.detach(), dx.detach(), y=y.detach(), lse=lse.detach(), beta=beta, **kwargs)
+
+
+@_jvp_op.register_fake
+def _(dx, x, y, lse, kernel, stride, padding, same, dilation, ceil_mode, axes, beta):
+    return _empty_in_layout(y.shape, x, _result_dtypes(x)[0])
+
+
+def _register_vmap(op, n_tensors):
+    """torch.vmap of ``op`` (whose first ``n_tensors`` arguments are tensors): one call on a stacked input.
+
+    The vmapped dimension becomes a leading unpooled axis: tensors are moved
+    (or, when not vmapped, broadcast) to it and every pooled axis shifts by one.
+    """
+
+    @torch.library.register_vmap(op)
+    def _(info, in_dims, *args):
+        tensors, params = args[:n_tensors], list(args[n_tensors:])
+        dims = in_dims[:n_tensors]
+        if all(d is None for d in dims):
+            out = op(*args)
+            return out, (None,) * len(out) if isinstance(out, tuple) else None
+        tensors = [
+            t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape) for t, d in zip(tensors, dims)
+        ]
+        params[_AXES] = [a + 1 for a in params[_AXES]]
+        out = op(*tensors, *params)
+        return out, (0,) * len(out) if isinstance(out, tuple) else 0
+
+
+#: Position of ``axes`` among an operator's non-tensor arguments.
+_AXES = 6
+for _op, _n in ((_forward_op, 1), (_pool_op, 1), (_backward_op, 4), (_jvp_op, 4)):
+    _register_vmap(_op, _n)
+
+
 def _setup_context(ctx, inputs, output):
     y, lse = output
     ctx.mark_non_differentiable(lse)
@@ -134,11 +235,103 @@ def _setup_context(ctx, inputs, output):
 
 def _autograd_backward(ctx, grad_y, grad_lse):
     x, y, lse = ctx.saved_tensors
-    grad_x = _backward_op(grad_y, x, y, lse, *ctx.params)
+    grad_x = _Backward.apply(grad_y, x, y, lse, _Params(ctx.params))
     return (grad_x,) + (None,) * len(ctx.params)
 
 
+# what torch.compile traces (dynamo cannot trace an autograd.Function with a jvp)
 _forward_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+_SUPPORTED = (
+    "softpool_nd.torch supports first derivatives only: backward, torch.autograd.grad, torch.func.grad/vjp/"
+    "jacrev (reverse mode) and torch.autograd.forward_ad, torch.func.jvp/jacfwd (forward mode, through "
+    "softpool_nd.jvp), each under torch.vmap; "
+)
+
+
+def _no_second_derivative(*_):
+    raise RuntimeError(
+        _SUPPORTED + "a second derivative (double backward, create_graph=True then backward, "
+        "torch.func.hessian, jacfwd(jacrev(...))) of SoftPool is not implemented"
+    )
+
+
+class _Params:
+    """The operator arguments as one opaque value: torch.func flattens list arguments of a
+    Function into its leaves in some transforms and not in others."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args):
+        self.args = tuple(args)
+
+
+class _SoftPool(torch.autograd.Function):
+    """SoftPool with reverse mode (``backward``), forward mode (``jvp``) and torch.func support.
+
+    ``apply(x, _Params(operator arguments))`` returns (y, lse).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, params):
+        return _forward_op(x, *params.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, params = inputs
+        y, lse = output
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(x, y, lse)
+        ctx.save_for_forward(x, y, lse)
+        ctx.params = params
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_lse):
+        x, y, lse = ctx.saved_tensors
+        return _Backward.apply(grad_y, x, y, lse, ctx.params), None
+
+    @staticmethod
+    def jvp(ctx, dx, _):
+        x, y, lse = ctx.saved_tensors
+        return _jvp_op(dx, x, y, lse, *ctx.params.args[:-1]), None
+
+
+class _Backward(torch.autograd.Function):
+    """The vector-Jacobian product; differentiating it again raises what is supported."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_y, x, y, lse, params):
+        return _backward_op(grad_y, x, y, lse, *params.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    backward = staticmethod(_no_second_derivative)
+    jvp = staticmethod(_no_second_derivative)
+
+
+def _needs_derivative(x):
+    """Whether pooling ``x`` must keep lse for a derivative: autograd records, forward AD or a torch.func transform."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return True
+    if torch.compiler.is_compiling():
+        return False
+    return _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def _soft_pool(x, params):
+    """The pooled tensor; lse is computed only where a derivative may need it."""
+    if not _needs_derivative(x):
+        return _pool_op(x, *params[:-1])
+    if torch.compiler.is_compiling():
+        return _forward_op(x, *params)[0]
+    return _SoftPool.apply(x, _Params(params))[0]
 
 
 def soft_pool(
@@ -174,8 +367,7 @@ def soft_pool(
     >>> x.grad
     tensor([[0.0723, 0.9277, 0.5000, 0.5000]])
     """
-    params = _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
-    return _forward_op(x, *params)[0]
+    return _soft_pool(x, _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient))
 
 
 def _spatial(n, name, x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient):
