@@ -1,16 +1,21 @@
 """softpool_nd.torch: the reference names, autograd, torch.compile and mixed precision."""
+import contextlib
 import doctest
 import itertools
 import re
 
+import sys
+import types
+
 import numpy as np
 import pytest
-import torch
 
-import softpool_nd
-import softpool_nd.torch as spt
-from reference import windows
-from test_interop import seen  # noqa: F401 (fixture)
+torch = pytest.importorskip("torch")
+
+import softpool_nd  # noqa: E402
+import softpool_nd.torch as spt  # noqa: E402
+from reference import windows  # noqa: E402
+from test_interop import seen  # noqa: E402, F401 (fixture)
 
 torch.set_num_threads(1)
 
@@ -178,6 +183,209 @@ def test_autocast_bfloat16():
     y.float().sum().backward()
     assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
     assert conv.weight.grad.abs().sum() > 0
+
+
+def _central_jvp(f, x, v, h=1e-6):
+    return (f(x + h * v) - f(x - h * v)) / (2 * h)
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_forward_mode_is_the_derivative(kw):
+    # on the old code torch.func.jvp gave a zero tangent and forward_ad a None tangent
+    x, v = _x((1, 2, 5, 6)), _x((1, 2, 5, 6), seed=1)
+
+    def f(a):
+        return spt.soft_pool(a, **kw)
+
+    want = _central_jvp(f, x, v)
+    y, dy = torch.func.jvp(f, (x,), (v,))
+    torch.testing.assert_close(y, f(x), rtol=0, atol=0)
+    torch.testing.assert_close(dy, want, rtol=1e-6, atol=1e-8)
+    with torch.autograd.forward_ad.dual_level():
+        tangent = torch.autograd.forward_ad.unpack_dual(f(torch.autograd.forward_ad.make_dual(x, v))).tangent
+    assert tangent is not None
+    torch.testing.assert_close(tangent, dy, rtol=0, atol=0)
+    # the tangent is softpool_nd.jvp's
+    core = softpool_nd.jvp(x.numpy(), v.numpy(), **kw)
+    np.testing.assert_array_equal(dy.numpy(), core)
+
+
+def test_gradcheck_reverse_forward_and_batched_modes():
+    x = _x((1, 2, 5, 4), requires_grad=True)
+    fn = lambda t: spt.soft_pool2d(t, 3, 2, padding=1, beta=1.5)  # noqa: E731
+    assert torch.autograd.gradcheck(
+        fn, (x,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True,
+    )
+
+
+def test_torch_func_transforms_agree_with_the_reference_formula():
+    kw = dict(kernel=(2, 3), dilation=(2, 1), ceil_mode=True, beta=-0.5)
+    x = _x((1, 2, 5, 6))
+    g = _x(softpool_nd.output_shape(x.shape, **{k: v for k, v in kw.items() if k != "beta"}), seed=1)
+
+    def loss(f):
+        return lambda a: (f(a) * g).sum()
+
+    ours = lambda a: spt.soft_pool(a, **kw)  # noqa: E731
+    ref = lambda a: torch_reference(a, **kw)  # noqa: E731
+    close = dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.func.grad(loss(ours))(x), torch.func.grad(loss(ref))(x), **close)
+    (gx,) = torch.func.vjp(ours, x)[1](g)
+    torch.testing.assert_close(gx, torch.func.grad(loss(ref))(x), **close)
+    jac = torch.func.jacrev(ref)(x)
+    torch.testing.assert_close(torch.func.jacrev(ours)(x), jac, **close)
+    torch.testing.assert_close(torch.func.jacfwd(ours)(x), jac, **close)
+
+
+def test_vmap_pools_each_slice():
+    xs = _x((3, 2, 4, 7, 6))
+    kw = dict(kernel=3, stride=2, padding=1, beta=0.8)
+    want = torch.stack([spt.soft_pool(x, **kw) for x in xs])
+    torch.testing.assert_close(torch.func.vmap(lambda a: spt.soft_pool(a, **kw))(xs), want, rtol=0, atol=0)
+    # another vmapped dimension, and a vmapped tangent (jacfwd's case)
+    moved = torch.func.vmap(lambda a: spt.soft_pool(a, **kw), in_dims=2, out_dims=2)(xs.movedim(0, 2))
+    torch.testing.assert_close(moved, want.movedim(0, 2), rtol=0, atol=0)
+    vs = _x(xs.shape, seed=3)
+    dys = torch.func.vmap(lambda v: torch.func.jvp(lambda a: spt.soft_pool(a, **kw), (xs[0],), (v,))[1])(vs)
+    want = torch.stack([torch.func.jvp(lambda a: spt.soft_pool(a, **kw), (xs[0],), (v,))[1] for v in vs])
+    # x is broadcast over the tangents (a stride-0 axis): the cells of a window are summed in another order
+    torch.testing.assert_close(dys, want, rtol=1e-14, atol=1e-15)
+
+
+def test_second_derivatives_raise_what_is_supported():
+    x = _x((1, 1, 4, 4), requires_grad=True)
+    (g,) = torch.autograd.grad(spt.soft_pool2d(x, 2).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="softpool_nd.torch supports first derivatives only.*second derivative"):
+        g.sum().backward()
+    with pytest.raises(RuntimeError, match="softpool_nd.torch supports first derivatives only"):
+        torch.func.hessian(lambda a: spt.soft_pool2d(a, 2).sum())(x.detach())
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "no_requires_grad"])
+def test_no_lse_where_no_derivative_is_needed(monkeypatch, mode):
+    x = _x((1, 2, 6, 6), torch.float32, requires_grad=mode != "no_requires_grad")
+    want = softpool_nd.pool(x.detach().numpy(), 2)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("forward() (with lse) called where no derivative is needed")
+
+    monkeypatch.setattr(spt, "forward", refuse)
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode, contextlib.nullcontext)
+    with ctx():
+        y = spt.soft_pool2d(x, 2)
+    np.testing.assert_array_equal(y.numpy(), want)
+    assert not y.requires_grad
+
+
+def test_compile_dynamic_shapes_and_recompiles_at_a_new_size():
+    # the old code failed at the first call with dynamic=True (and the second size without it):
+    # the fake implementation hashed SymInt strides and int() specialised the sizes
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), spt.SoftPool2d(3, 2, padding=1, beta=0.7))
+    for dynamic in (True, None):
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+        for shape in [(2, 2, 9, 7), (3, 2, 12, 10)]:
+            x = _x(shape, torch.float32, seed=sum(shape))
+            y = compiled(x)
+            y.sum().backward()
+            grads = [p.grad.clone() for p in model.parameters()]
+            model.zero_grad()
+            y_eager = model(x)
+            y_eager.sum().backward()
+            torch.testing.assert_close(y, y_eager, rtol=0, atol=0)
+            for gc, p in zip(grads, model.parameters()):
+                torch.testing.assert_close(gc, p.grad, rtol=1e-6, atol=1e-6)
+            model.zero_grad()
+
+
+def test_export_with_dynamic_batch_and_spatial_sizes():
+    from torch.export import Dim
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), spt.SoftPool2d(3, 2, padding=1, beta=0.7))
+    dims = {0: Dim("n"), 2: Dim("h", min=4, max=64), 3: Dim("w", min=4, max=64)}
+    ep = torch.export.export(model, (_x((2, 2, 16, 12), torch.float32),), dynamic_shapes=(dims,))
+    module = ep.module()
+    for shape in [(5, 2, 11, 9), (1, 2, 4, 30)]:
+        x = _x(shape, torch.float32)
+        torch.testing.assert_close(module(x), model(x), rtol=0, atol=0)
+
+
+def test_opcheck_of_the_pool_and_jvp_operators():
+    x = _x((1, 2, 6, 5))
+    params = spt._op_params(x, 3, 2, 1, 1, True, None, 0.5, "exact")
+    y, lse = softpool_nd.forward(x.numpy(), 3, 2, 1, ceil_mode=True, beta=0.5)
+    y, lse = torch.from_numpy(y), torch.from_numpy(lse)
+    for op, args in (
+        (torch.ops.softpool_nd.pool.default, (x, *params[:-1])),
+        (torch.ops.softpool_nd.jvp.default, (_x(x.shape, seed=2), x, y, lse, *params[:-1])),
+    ):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+def test_cupy_stream_falls_back_to_external_stream(monkeypatch):
+    made = []
+
+    class Stream:
+        @staticmethod
+        def from_external(stream):
+            raise TypeError("no __cuda_stream__ on this torch")
+
+    def external_stream(ptr, device_id):
+        made.append((ptr, device_id))
+        return "external"
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, ExternalStream=external_stream))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    torch_stream = types.SimpleNamespace(cuda_stream=1234)
+    assert spt._cupy_stream(torch_stream, 1) == "external" and made == [(1234, 1)]
+    # from_external is used where it works, and ExternalStream where CuPy lacks it
+    Stream.from_external = staticmethod(lambda stream: ("from_external", stream))
+    assert spt._cupy_stream(torch_stream, 1) == ("from_external", torch_stream)
+    del Stream.from_external
+    assert spt._cupy_stream(torch_stream, 0) == "external" and made[-1] == (1234, 0)
+
+
+_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
+
+
+@pytest.mark.gpu
+@_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_forward_backward_jvp_match_the_cpu(dtype, channels_last):
+    x = _x((2, 3, 9, 8), dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    v, g = _x(x.shape, dtype, seed=1), _x((2, 3, 5, 4), dtype, seed=2)
+    kw = dict(kernel=3, stride=2, padding=1, beta=1.3)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    xc = x.cuda().requires_grad_()
+    y = spt.soft_pool(xc, **kw)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    (gx,) = torch.autograd.grad(y, xc, g.cuda())
+    _, dy = torch.func.jvp(lambda a: spt.soft_pool(a, **kw), (xc.detach(),), (v.cuda(),))
+    xr = x.clone().requires_grad_()
+    yr = spt.soft_pool(xr, **kw)
+    (gr,) = torch.autograd.grad(yr, xr, g)
+    _, dyr = torch.func.jvp(lambda a: spt.soft_pool(a, **kw), (x,), (v,))
+    for got, want in ((y, yr), (gx, gr), (dy, dyr)):
+        torch.testing.assert_close(got.cpu().float(), want.float(), **tol)
+
+
+@pytest.mark.gpu
+@_cuda
+def test_cuda_graph_capture_of_the_pool_path():
+    x = _x((2, 3, 16, 16), torch.float32).cuda()
+    with torch.no_grad():
+        want = spt.soft_pool2d(x, 2)  # first call compiles and loads the module, outside the capture
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y = spt.soft_pool2d(x, 2)
+        x.mul_(2.0)
+        graph.replay()
+        torch.cuda.synchronize()
+    torch.testing.assert_close(y, spt.soft_pool2d(x, 2), rtol=0, atol=0)
+    assert not torch.equal(y, want)
 
 
 def test_cpu_tensors_need_no_stream():
