@@ -5,14 +5,24 @@ work as drop-in replacements; :func:`soft_pool` and :class:`SoftPoolNd` pool
 any axes of any rank. Every function takes the parameters of
 :func:`softpool_nd.pool` plus ``gradient``.
 
-The pooling runs as the custom operators ``torch.ops.softpool_nd.forward`` and
-``torch.ops.softpool_nd.backward`` (``torch.library.custom_op``), so autograd
-computes the exact gradient through :func:`softpool_nd.backward` and
-``torch.compile(fullgraph=True)`` traces models without graph breaks. CPU
-tensors run on the numba kernels, CUDA tensors on the CuPy kernels on torch's
-current stream; tensors are shared with the kernels through DLPack, without
-copies. bfloat16 tensors on the CPU are computed in float32 and returned as
-bfloat16. The backward is not itself differentiable (no double backward).
+The pooling runs as the custom operators ``torch.ops.softpool_nd.forward``
+(y and lse), ``.pool`` (y only), ``.backward`` and ``.jvp``
+(``torch.library.custom_op``, each with a fake implementation that works on
+symbolic sizes and a vmap rule). CPU tensors run on the numba kernels, CUDA
+tensors on the CuPy kernels on torch's current stream; tensors are shared
+with the kernels through DLPack, without copies. bfloat16 tensors on the CPU
+are computed in float32 and returned as bfloat16.
+
+Derivatives: reverse mode (``backward``, ``torch.autograd.grad``,
+``torch.func.grad/vjp/jacrev``) through :func:`softpool_nd.backward` and
+forward mode (``torch.autograd.forward_ad``, ``torch.func.jvp/jacfwd``)
+through :func:`softpool_nd.jvp`, all under ``torch.vmap``. Second derivatives
+(double backward, ``torch.func.hessian``) raise a RuntimeError saying so.
+Where no derivative can be asked for (``torch.no_grad``,
+``torch.inference_mode``, an input that does not require grad) lse is not
+computed. ``torch.compile`` (also ``fullgraph=True``, ``dynamic=True`` and
+recompiles at new sizes) and ``torch.export`` with dynamic batch and spatial
+sizes trace the operators without graph breaks.
 """
 import contextlib
 import numbers

@@ -31,8 +31,8 @@ from numba import prange
 
 from .._loops import D, GS, K, L, O, P, S, XS, YS
 from ._cache import cached_njit
-from ._scalar import acc, store
-from .kernels import _OPTIONS, _clip, _jit, _next_row, _row_index, _u, _window_offsets
+from ._scalar import acc, exp_le0, store
+from .kernels import _OPTIONS, _clip, _inlined, _jit, _next_row, _row_index, _u, _window_offsets
 
 __all__ = ["jvp_kernel", "dx_table"]
 
@@ -70,10 +70,10 @@ def _forward_weight(v, m, beta):
     diff = v - m
     a = beta * v - beta * m if np.isinf(diff) else beta * diff
     # a <= 0 by the choice of m; NaN (an overflowed beta*v - beta*m) is the limit weight 0
-    return (np.exp(a), a) if a <= zero else (zero, zero)
+    return (exp_le0(a), a) if a <= zero else (zero, zero)
 
 
-@_jit
+@_inlined
 def _window_jvp(x, xb, offs, dx, db, doffs, count, lo, hi, xstep, dstep, y_w, lse_w, beta):
     """dy of one window: cells xb + offs[q] + i*xstep of x and db + doffs[q] + i*dstep of dx, i in [lo, hi)."""
     zero = acc(0.0, beta)
@@ -91,7 +91,9 @@ def _window_jvp(x, xb, offs, dx, db, doffs, count, lo, hi, xstep, dstep, y_w, ls
                 v = acc(x[_u(xb + offs[q] + i * xstep)], beta)
                 z = beta * v
                 finite = finite and np.isfinite(z)
-                w = np.exp(z - lse_w)
+                # z - lse_w <= 0 up to rounding; exp_le0 is exact for small positive arguments too,
+                # and is the backward's exp (no libm call per cell)
+                w = exp_le0(z - lse_w)
                 if w > zero:
                     t += w * _bracket(v, y_w, beta) * acc(dx[_u(db + doffs[q] + i * dstep)], beta)
         if finite:
