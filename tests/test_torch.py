@@ -170,6 +170,20 @@ def test_bfloat16_and_float16_keep_their_dtype():
         torch.testing.assert_close(x.grad.float(), torch.from_numpy(want), rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 3e-2), (torch.float16, 3e-3), (torch.float32, 1e-5)])
+def test_forward_mode_in_low_precision_keeps_dtype_and_layout(dtype, tol):
+    x = _x((2, 3, 9, 8), dtype).to(memory_format=torch.channels_last)
+    v = _x(x.shape, dtype, seed=1)
+
+    def f(a):
+        return spt.soft_pool(a, 3, 2, 1, beta=1.3)
+
+    _, dy = torch.func.jvp(f, (x,), (v,))
+    _, want = torch.func.jvp(f, (x.double(),), (v.double(),))
+    assert dy.dtype == dtype and dy.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(dy.double(), want, rtol=tol, atol=tol)
+
+
 def test_autocast_bfloat16():
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(2, 3, 3, padding=1)
