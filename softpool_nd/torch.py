@@ -305,8 +305,15 @@ class _SoftPool(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, dx, _):
+        *args, gradient = ctx.params.args
+        if gradient != "exact":
+            # reverse mode would give the paper's rule and forward mode the true derivative: jacfwd != jacrev
+            raise RuntimeError(
+                f"softpool_nd.torch: forward-mode AD computes the exact derivative (softpool_nd.jvp); it has no "
+                f"form of gradient={gradient!r} (the paper's rule, reverse mode only); use gradient='exact'"
+            )
         x, y, lse = ctx.saved_tensors
-        return _jvp_op(dx, x, y, lse, *ctx.params.args[:-1]), None
+        return _jvp_op(dx, x, y, lse, *args), None
 
 
 class _Backward(torch.autograd.Function):

@@ -224,6 +224,12 @@ def test_forward_mode_is_the_derivative(kw):
     np.testing.assert_array_equal(dy.numpy(), core)
 
 
+def test_forward_mode_refuses_the_weights_rule():
+    x, v = _x((1, 1, 4, 4)), _x((1, 1, 4, 4), seed=1)
+    with pytest.raises(RuntimeError, match="forward-mode AD computes the exact derivative.*gradient='weights'"):
+        torch.func.jvp(lambda a: spt.soft_pool2d(a, 2, gradient="weights"), (x,), (v,))
+
+
 def test_gradcheck_reverse_forward_and_batched_modes():
     x = _x((1, 2, 5, 4), requires_grad=True)
     fn = lambda t: spt.soft_pool2d(t, 3, 2, padding=1, beta=1.5)  # noqa: E731
