@@ -1,6 +1,7 @@
 """The public functions: check arguments, build the geometry, call a backend."""
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -8,12 +9,10 @@ import numpy as np
 
 from . import _interop
 from ._dispatch import backend_for
+from ._dtypes import compute_dtypes, is_bfloat16
 from ._geometry import make_geometry
 
 __all__ = ["pool", "forward", "backward", "jvp", "output_shape"]
-
-_FLOATS = (np.float16, np.float32, np.float64)
-
 
 def _shape_of(x, argname):
     shape = getattr(x, "shape", None)
@@ -34,19 +33,21 @@ def _shape_of(x, argname):
 
 
 def _float_dtype(x, argname):
-    """(compute dtype, accumulation dtype) for an input dtype, as numpy.mean types it."""
-    dt = np.dtype(x.dtype)
-    if dt.type in _FLOATS:
-        # non-native byte order (FITS, HDF5, netCDF files) computes in native order, as numpy ufuncs do
-        dt = dt.newbyteorder("=")
-    elif dt.kind in "biu":
-        dt = np.dtype(np.float64)
-    else:
-        raise TypeError(
-            f"{argname} has dtype {dt} (input shape {tuple(x.shape)}); SoftPool takes float16, float32, "
-            f"float64, integer or bool arrays"
-        )
-    return dt, np.dtype(np.float64 if dt == np.float64 else np.float32)
+    """(compute dtype, accumulation dtype) for an input dtype: the rule of :mod:`softpool_nd._dtypes`."""
+    return compute_dtypes(x.dtype, argname, x.shape)
+
+
+def _device(backend, x):
+    """Context for every step of a call that touches device memory: the device holding ``x``."""
+    enter = getattr(backend, "device_of", None)
+    return contextlib.nullcontext() if enter is None else enter(x)
+
+
+def _work_dtype(backend, dtype):
+    """float32 for bfloat16 on a backend without bfloat16 kernels, else ``dtype`` itself."""
+    if is_bfloat16(dtype) and not getattr(backend, "bfloat16", lambda: False)():
+        return np.dtype(np.float32)
+    return dtype
 
 
 def _check_beta(beta, shape, acc_dtype=np.float64):
@@ -80,9 +81,12 @@ def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argnam
     geom = make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
     dtype, acc_dtype = _float_dtype(x, argname)
     beta = _check_beta(beta, shape, acc_dtype)
-    if x.dtype != dtype:
-        x = x.astype(dtype)
     return x, geom, dtype, acc_dtype, beta, backend
+
+
+def _as(a, dtype):
+    """``a`` in ``dtype``, copied only when it differs (call inside :func:`_device`)."""
+    return a if a.dtype == dtype else a.astype(dtype)
 
 
 def _output_like(name, a, shape, dtype, backend, in_shape, what="the pooled output"):
@@ -93,7 +97,7 @@ def _output_like(name, a, shape, dtype, backend, in_shape, what="the pooled outp
     if backend_for(a, name) is not backend:
         raise TypeError(f"{name} is a {type(a).__qualname__} but x is handled by the {backend.name} backend (input shape {in_shape})")
     _float_dtype(a, name)
-    return a if a.dtype == dtype else a.astype(dtype)
+    return _as(a, dtype)
 
 
 def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None):
@@ -139,14 +143,23 @@ def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False,
     """
     (x,), to_caller = _interop.native(x, names=("x",))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
+    with _device(backend, x):
+        return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
 
 
 def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True):
+    """Backend forward (call inside :func:`_device`); bfloat16 via float32 where the backend needs it."""
     if math.prod(geom.out_shape) == 0:
         y = backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out
         return y, backend.xp.empty(geom.out_shape, dtype=acc_dtype) if with_lse else None
-    return backend.forward(x, geom, beta, acc_dtype, out, with_lse=with_lse)
+    work = _work_dtype(backend, dtype)
+    if work == dtype:
+        return backend.forward(_as(x, dtype), geom, beta, acc_dtype, out, with_lse=with_lse)
+    y, lse = backend.forward(_as(x, work), geom, beta, acc_dtype, None, with_lse=with_lse)
+    if out is None:
+        return y.astype(dtype), lse
+    out[...] = y
+    return out, lse
 
 
 def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
@@ -228,11 +241,12 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
         flags = getattr(out, "flags", None)
         if flags is not None and not getattr(flags, "writeable", True):
             raise ValueError(f"out is read-only (input shape {geom.in_shape})")
-        if out.dtype != dtype or _may_overlap(out, x, backend):
+    with _device(backend, x):
+        if out is not None and (out.dtype != dtype or _may_overlap(out, x, backend)):
             # as numpy ufuncs do: compute as if x had been copied first (or into native byte order), then copy
             out[...] = _forward(x, geom, dtype, acc_dtype, beta, backend, None, with_lse=False)[0]
             return to_caller(out)
-    return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=False)[0])
+        return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=False)[0])
 
 
 def _may_overlap(out, x, backend):
@@ -285,15 +299,23 @@ def backward(
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
-    grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
-    if math.prod(geom.in_shape) == 0:
-        return to_caller(backend.xp.zeros(geom.in_shape, dtype=dtype))
+    with _device(backend, x):
+        grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
+        if math.prod(geom.in_shape) == 0:
+            return to_caller(backend.xp.zeros(geom.in_shape, dtype=dtype))
+        y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
+        work = _work_dtype(backend, dtype)
+        gx = backend.backward(_as(grad_y, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype,
+                              gradient == "exact")
+        return to_caller(_as(gx, dtype))
+
+
+def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
+    """(y, lse) as given, checked and converted, when both are; else recomputed by the forward pass."""
     if y is None or lse is None:
-        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, None)
-    else:
-        y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
-        lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
-    return to_caller(backend.backward(grad_y, x, y, lse, geom, beta, acc_dtype, gradient == "exact"))
+        return _forward(x, geom, dtype, acc_dtype, beta, backend, None)
+    y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
+    return y, _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
 
 
 def jvp(
@@ -341,12 +363,11 @@ def jvp(
     """
     (x, dx, y, lse), to_caller = _interop.native(x, dx, y, lse)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    dx = _output_like("dx", dx, geom.in_shape, dtype, backend, geom.in_shape, what="x")
-    if math.prod(geom.out_shape) == 0:
-        return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype))
-    if y is None or lse is None:
-        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, None)
-    else:
-        y = _output_like("y", y, geom.out_shape, dtype, backend, geom.in_shape)
-        lse = _output_like("lse", lse, geom.out_shape, acc_dtype, backend, geom.in_shape)
-    return to_caller(backend.jvp(dx, x, y, lse, geom, beta, acc_dtype))
+    with _device(backend, x):
+        dx = _output_like("dx", dx, geom.in_shape, dtype, backend, geom.in_shape, what="x")
+        if math.prod(geom.out_shape) == 0:
+            return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype))
+        y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
+        work = _work_dtype(backend, dtype)
+        dy = backend.jvp(_as(dx, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype)
+        return to_caller(_as(dy, dtype))

@@ -17,7 +17,11 @@ of ``x``) in x's dtype and shape, any layout. ``jvp`` returns ``dy`` in x's dtyp
 of the output shape: ``sum_W w_i (1 + beta (x_i - y_W)) dx_i`` per window, with
 the numeric rules of ``softpool_nd.cpu.jvp``. With ``with_lse``
 False (what :func:`softpool_nd.pool` asks for) ``forward`` neither computes nor
-allocates lse and returns None in its place.
+allocates lse and returns None in its place. Two optional members:
+``device_of(x)``, a context manager making x's device current (``_api`` does
+every conversion and allocation of a call inside it), and ``bfloat16()``,
+True when the backend computes bfloat16 arrays itself (otherwise ``_api``
+hands it float32 copies and casts the results back).
 """
 import importlib
 

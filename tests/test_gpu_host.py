@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reference import reference_backward, reference_forward
-from softpool_nd import make_geometry
+from softpool_nd import _dtypes, make_geometry
 from softpool_nd._loops import NCOLS, loop_table
 from softpool_nd.cpu import backend as cpu
 from softpool_nd.gpu import check, host, launch
@@ -151,7 +151,7 @@ def test_gpu_host_channels_last_keeps_layout(gpu):
 
 
 def test_gpu_host_bfloat16_matches_oracle(gpu):
-    bf16 = launch.bfloat16_dtype()
+    bf16 = _dtypes.bfloat16()
     if bf16 is None:
         pytest.skip("ml_dtypes is not installed, so there is no bfloat16 numpy dtype")
     rng = np.random.default_rng(8)

@@ -6,7 +6,8 @@ import types
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 import softpool_nd
 from softpool_nd import _interop

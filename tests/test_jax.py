@@ -1,10 +1,11 @@
 """softpool_nd.jax: jit, grad and vmap through pure_callback, against the NumPy path."""
 import doctest
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp
 
 import softpool_nd
 import softpool_nd.jax as spj

@@ -3,7 +3,6 @@ import contextlib
 import doctest
 import itertools
 import re
-
 import sys
 import types
 

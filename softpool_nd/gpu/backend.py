@@ -13,7 +13,7 @@ from __future__ import annotations
 from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
 from .launch import launch_backward, launch_forward
 
-__all__ = ["Backend", "name", "xp", "forward", "backward"]
+__all__ = ["Backend", "name", "xp", "forward", "backward", "device_of", "bfloat16"]
 
 name = "gpu"
 
@@ -87,10 +87,23 @@ _CUDA = None
 def _cuda():
     global _CUDA
     if _CUDA is None:
-        from .cuda import CupyLauncher, require_cupy
+        from .cuda import launcher, require_cupy
 
-        _CUDA = Backend(CupyLauncher(), require_cupy())
+        xp = require_cupy()
+        _CUDA = Backend(launcher(), xp)  # launcher() is one per process, built under a lock
     return _CUDA
+
+
+def device_of(x):
+    """Backend interface: the context (a cupy.cuda.Device) in which all work on ``x`` happens."""
+    return x.device
+
+
+def bfloat16():
+    """Backend interface: True when bfloat16 arrays run on the bfloat16 kernels (CuPy 14 with ml_dtypes)."""
+    from .cuda import cupy_has_bfloat16
+
+    return cupy_has_bfloat16()
 
 
 def __getattr__(attr):

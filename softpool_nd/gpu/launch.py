@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._dtypes import accumulation_dtype, bfloat16
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
 
 __all__ = [
-    "MAX_DIMS", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "bfloat16_dtype", "instantiations",
+    "MAX_DIMS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations",
     "kernel_types", "source", "launch_forward", "launch_backward",
 ]
 
@@ -37,26 +38,23 @@ _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 WIDTHS = (2, 4, MAX_DIMS)
 
 
-def bfloat16_dtype():
-    """numpy dtype of ml_dtypes.bfloat16, or None when ml_dtypes is not installed."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return np.dtype(ml_dtypes.bfloat16)
+#: The null pointer, passed as a 64-bit value. CuPy 13 turns a None argument
+#: into an empty CPointer whose kernelParams entry is itself NULL, so the
+#: kernel would read a garbage pointer (CuPy issue #9046); a zero of pointer
+#: width is a null pointer in every CuPy version and in the host emulation.
+NULL = np.uint64(0)
+
+_CXX = {"float16": "__half", "float32": "float", "float64": "double", "bfloat16": "__nv_bfloat16"}
 
 
 def kernel_types(bf16):
     """Map stored dtype -> (C++ stored type, C++ accumulation type, accumulation dtype)."""
-    types = {
-        np.dtype(np.float16): ("__half", "float", np.dtype(np.float32)),
-        np.dtype(np.float32): ("float", "float", np.dtype(np.float32)),
-        np.dtype(np.float64): ("double", "double", np.dtype(np.float64)),
+    dtypes = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
+    if bf16 and bfloat16() is not None:
+        dtypes.append(bfloat16())
+    return {
+        dt: (_CXX[dt.name], _CXX[accumulation_dtype(dt).name], accumulation_dtype(dt)) for dt in dtypes
     }
-    bf = bfloat16_dtype() if bf16 else None
-    if bf is not None:
-        types[bf] = ("__nv_bfloat16", "float", np.dtype(np.float32))
-    return types
 
 
 def _forward_name(t, a, i, w):
@@ -168,6 +166,7 @@ def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
     t, a = launcher.types(x.dtype, acc_dtype, x.shape)
     n_out = math.prod(int(v) for v in tab[:, O])
     index = _index(launcher, tab, n_out)
+    lse = NULL if lse is None else lse
     args = (x, y, lse, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
     launcher.launch(_forward_name(t, a, index, _width(tab)), launcher.grid(n_out), args)
 
