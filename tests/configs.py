@@ -46,3 +46,20 @@ def _valid(shape, kw):
 def tolerance(dtype):
     """(rtol, atol) for comparing with the float64 oracle on unit-scale data."""
     return {np.float16: (2e-3, 2e-3), np.float32: (2e-5, 2e-5), np.float64: (1e-12, 1e-12)}[np.dtype(dtype).type]
+
+
+def random_layout(rng, x, xp=np):
+    """``x`` (of namespace ``xp``) in a random memory layout: as is, transposed, reversed or strided."""
+    kind = int(rng.integers(4))
+    if kind == 1:
+        perm = tuple(int(a) for a in rng.permutation(x.ndim))
+        return xp.ascontiguousarray(x.transpose(perm)).transpose(tuple(int(a) for a in np.argsort(perm)))
+    if kind == 2:
+        flip = (slice(None, None, -1),) * x.ndim
+        return x[flip].copy()[flip]
+    if kind == 3:
+        big = xp.zeros(tuple(2 * n for n in x.shape), x.dtype)
+        view = big[(slice(None, None, 2),) * x.ndim]
+        view[...] = x
+        return view
+    return x
