@@ -192,7 +192,28 @@ def test_gpu_host_kernel_constants_match_python():
     assert cols == ["COL_L", "COL_O", "COL_K", "COL_S", "COL_D", "COL_P", "COL_XS", "COL_YS", "COL_GS", "SP_NCOLS"]
     assert len(cols) - 1 == NCOLS
     assert int(re.search(r"#define SP_MAX_DIMS (\d+)", text).group(1)) == launch.MAX_DIMS
-    assert launch.TABLE_DTYPE.itemsize == 8 * (1 + launch.MAX_DIMS * NCOLS)
+    divs = re.search(r"enum \{\s*(DIV_[^}]*)\}", text).group(1).replace(" ", "").split(",")
+    assert divs == ["DIV_O", "DIV_L", "DIV_S", "DIV_D", "DIV_E", "SP_NDIVS"] and len(divs) - 1 == launch.NDIVS
+    assert launch.TABLE_DTYPE.itemsize == 8 * (1 + launch.MAX_DIMS * (NCOLS + 2 * launch.NDIVS + 1))
+    assert launch.TABLE_DTYPE.itemsize < 4096 - 128  # CUDA's parameter limit, with room for the other arguments
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_gpu_host_magic_division_is_exact(bits):
+    """n // d == (mulhi(n, m) + n) >> s over edge and random dividends and divisors of the index width."""
+    rng = np.random.default_rng(bits)
+    top = 2 ** (bits - 1) - 1
+    divisors = [1, 2, 3, 5, 7, 10, 64, 112, 641, 2**16 + 1, top // 3, top - 1, top]
+    divisors += [int(v) for v in rng.integers(1, top, 200, dtype=np.int64 if bits == 64 else np.int32)]
+    mask = (1 << bits) - 1
+    for d in divisors:
+        m, s = launch.magic(d, bits)
+        assert 0 < m <= mask and s < bits
+        dividends = [0, 1, d - 1, d, d + 1, 2 * d - 1, top - 1, top] + [int(v) for v in rng.integers(0, top, 50)]
+        for n in dividends:
+            if 0 <= n <= top:
+                t = (n * m) >> bits
+                assert ((t + n) & mask) >> s == n // d, (n, d)
 
 
 def test_gpu_host_too_many_loop_dims_is_a_clear_error(gpu):

@@ -99,3 +99,12 @@ static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
     }
     return b;
 }
+
+// The high halves of unsigned products, as the CUDA intrinsics give them.
+static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+}
+
+static inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}

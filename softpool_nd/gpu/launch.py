@@ -20,7 +20,7 @@ from .._dtypes import accumulation_dtype, bfloat16
 from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
 
 __all__ = [
-    "MAX_DIMS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations",
+    "MAX_DIMS", "NDIVS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations", "magic",
     "kernel_types", "source", "launch_forward", "launch_backward",
 ]
 
@@ -29,8 +29,14 @@ SOURCE_DIR = Path(__file__).resolve().parent
 #: Most loop-table rows a kernel accepts; SP_MAX_DIMS in softpool.cu.
 MAX_DIMS = 16
 
-#: The kernels' LoopTable struct, passed by value.
-TABLE_DTYPE = np.dtype([("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS))])
+#: Divisors given a magic number per row, in softpool.cu's DIV_* order: O, L, S, D and D / gcd(S, D).
+NDIVS = 5
+
+#: The kernels' LoopTable struct, passed by value (about 2.5 KB of the 4 KB CUDA allows for parameters).
+TABLE_DTYPE = np.dtype([
+    ("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS)), ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
+    ("every", np.int64, (MAX_DIMS,)),
+])
 
 _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 
@@ -127,9 +133,26 @@ class Launcher:
         return max(1, min(-(-n // self.block), self.max_blocks()))
 
 
-def pack_table(tab, shape):
+def magic(d, bits):
+    """(multiplier, shift) with n // d == (mulhi(n, multiplier) + n) >> shift for 0 <= n < 2**(bits - 1).
+
+    The round-up method of Granlund and Montgomery: shift = ceil(log2 d) and
+    multiplier = floor(2**bits * (2**shift - d) / d) + 1 < 2**bits.
+
+    Examples
+    --------
+    >>> m, s = magic(7, 32)
+    >>> ((1000 * m >> 32) + 1000) >> s
+    142
+    """
+    shift = (int(d) - 1).bit_length()
+    return (1 << bits) * ((1 << shift) - int(d)) // int(d) + 1, shift
+
+
+def pack_table(tab, shape, index="long long"):
     """The loop table as a one-element structured array: CuPy passes such a host array by value.
 
+    Each row's divisors get magic numbers for the kernel's ``index`` width.
     ValueError past MAX_DIMS rows.
     """
     if tab.shape[0] > MAX_DIMS:
@@ -140,6 +163,11 @@ def pack_table(tab, shape):
     packed = np.zeros(1, dtype=TABLE_DTYPE)
     packed["ndim"] = tab.shape[0]
     packed["r"][0, : tab.shape[0]] = tab
+    bits = 32 if index == "int" else 64
+    for a, row in enumerate(tab):
+        every = int(row[D]) // math.gcd(int(row[S]), int(row[D]))
+        packed["every"][0, a] = every
+        packed["div"][0, a] = [magic(v, bits) for v in (row[O], row[L], row[S], row[D], every)]
     return packed
 
 
@@ -167,7 +195,7 @@ def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
     n_out = math.prod(int(v) for v in tab[:, O])
     index = _index(launcher, tab, n_out)
     lse = NULL if lse is None else lse
-    args = (x, y, lse, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
+    args = (x, y, lse, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
     launcher.launch(_forward_name(t, a, index, _width(tab)), launcher.grid(n_out), args)
 
 
@@ -177,7 +205,7 @@ def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, ov
     n_in = math.prod(int(v) for v in tab[:, L])
     index = _index(launcher, tab, n_in)
     args = (
-        gy, x, y, lse, gx, pack_table(tab, x.shape), np.dtype(acc_dtype).type(beta),
+        gy, x, y, lse, gx, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta),
         np.int32(bool(exact)), _scalar(index)(n_in),
     )
     launcher.launch(_backward_name(t, a, index, overlap, _width(tab)), launcher.grid(n_in), args)

@@ -15,6 +15,12 @@
 // output cell, so the host shim can run the grid thread by thread and the
 // results do not depend on scheduling.
 //
+// No integer division by a run-time value either: a GPU has no divide
+// instruction, and each / or % costs ~25 instructions of emulation. Every
+// divisor the kernels use (per row: O, L, S, D and the overlap period) comes
+// with an unsigned magic multiplier and shift computed by launch.py for the
+// index width, so a quotient is a multiply-high, an add and a shift.
+//
 // Template parameters: T the stored type, A the accumulation type (float for
 // half, bfloat16 and float; double for double), I the index type (int when
 // every offset fits, long long otherwise), W the most window dimensions the
@@ -35,10 +41,28 @@
 // Column order of softpool_nd._loops (checked by tests/test_gpu_host.py).
 enum { COL_L, COL_O, COL_K, COL_S, COL_D, COL_P, COL_XS, COL_YS, COL_GS, SP_NCOLS };
 
+// Divisors with a magic number per row (checked by tests/test_gpu_host.py):
+// output length, input length, stride, dilation, and the period D / gcd(S, D)
+// at which the windows holding a cell recur.
+enum { DIV_O, DIV_L, DIV_S, DIV_D, DIV_E, SP_NDIVS };
+
 struct LoopTable {
     long long ndim;
     long long r[SP_MAX_DIMS][SP_NCOLS];
+    unsigned long long div[SP_MAX_DIMS][SP_NDIVS][2];  // {multiplier, shift} for the kernel's index width
+    long long every[SP_MAX_DIMS];                      // the divisor of DIV_E: D / gcd(S, D)
 };
+
+// n / d for 0 <= n < 2**31 (int) or 2**63 (long long) and the magic {m, s} of d:
+// q = (mulhi(n, m) + n) >> s (Granlund and Montgomery; the sum cannot overflow for such n).
+__device__ __forceinline__ int sp_div(int n, const unsigned long long* f) {
+    const unsigned t = __umulhi((unsigned)n, (unsigned)f[0]);
+    return (int)((t + (unsigned)n) >> (unsigned)f[1]);
+}
+__device__ __forceinline__ long long sp_div(long long n, const unsigned long long* f) {
+    const unsigned long long t = __umul64hi((unsigned long long)n, f[0]);
+    return (long long)((t + (unsigned long long)n) >> f[1]);
+}
 
 __device__ __forceinline__ float sp_acc(float v) { return v; }
 __device__ __forceinline__ double sp_acc(double v) { return v; }
@@ -119,10 +143,11 @@ template <> struct Walk<0> {
     }
 };
 
-// Range [lo, hi) of window cells i with 0 <= start + i*d < n.
-template <typename I> __device__ __forceinline__ void sp_clip(I start, I k, I d, I n, I& lo, I& hi) {
-    lo = start >= 0 ? I(0) : (-start + d - 1) / d;
-    hi = start + (k - 1) * d < n ? k : (n - 1 - start) / d + 1;
+// Range [lo, hi) of window cells i with 0 <= start + i*d < n; fd is the magic of d.
+template <typename I>
+__device__ __forceinline__ void sp_clip(I start, I k, I d, I n, const unsigned long long* fd, I& lo, I& hi) {
+    lo = start >= 0 ? I(0) : sp_div(-start + d - 1, fd);
+    hi = start + (k - 1) * d < n ? k : start <= n - 1 ? sp_div(n - 1 - start, fd) + 1 : I(0);
     if (hi < lo) hi = lo;
 }
 
@@ -131,6 +156,8 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
                                  const LoopTable tab, const A beta, const I n_out) {
     const int nd = (int)tab.ndim;
     const A zero = A(0);
+    // unroll 1: unrolling would compute the trip count with an integer division
+#pragma unroll 1
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
         Slots<I, W> win;
         win.clear();
@@ -138,12 +165,13 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
         for (int a = nd - 1; a >= 0; --a) {
             const long long* r = tab.r[a];
             const I O = (I)r[COL_O], S = (I)r[COL_S], D = (I)r[COL_D], XS = (I)r[COL_XS];
-            const I o = rem % O;
-            rem /= O;
+            const I q = sp_div(rem, tab.div[a][DIV_O]);
+            const I o = rem - q * O;
+            rem = q;
             ybase += o * (I)r[COL_YS];
             const I start = o * S - (I)r[COL_P];
             I lo, hi;
-            sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], lo, hi);
+            sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
             xbase += (start + lo * D) * XS;
             win.add(hi - lo, D * XS);
         }
@@ -173,15 +201,6 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
     }
 }
 
-template <typename I> __device__ __forceinline__ I sp_gcd(I a, I b) {
-    while (b != 0) {
-        const I t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 // Backward, one thread per input cell, gathering over the windows that hold it.
 // Overlap false is the fast path for windows that never share a cell
 // (stride >= dilated span on every axis): at most one window per cell, no
@@ -193,6 +212,8 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
     const int nd = (int)tab.ndim;
     const A zero = A(0);
     const bool bracket = exact && beta != zero;
+    // unroll 1: unrolling would compute the trip count with an integer division
+#pragma unroll 1
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_in; idx += (I)blockDim.x * (I)gridDim.x) {
         Slots<I, W> wins;
         wins.clear();
@@ -202,31 +223,37 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
             const long long* r = tab.r[a];
             const I L = (I)r[COL_L], O = (I)r[COL_O], K = (I)r[COL_K], S = (I)r[COL_S], D = (I)r[COL_D],
                     P = (I)r[COL_P], YS = (I)r[COL_YS];
-            const I j = rem % L;
-            rem /= L;
+            const unsigned long long(*f)[2] = tab.div[a];
+            const I q = sp_div(rem, f[DIV_L]);
+            const I j = rem - q * L;
+            rem = q;
             xbase += j * (I)r[COL_XS];
             gbase += j * (I)r[COL_GS];
             const I t = j + P;
+            const I tS = sp_div(t, f[DIV_S]);
             if (!Overlap) {
-                const I o = t / S, off = t - o * S;
-                any = any && o < O && off % D == 0 && off <= (K - 1) * D;
-                ybase += o * YS;
+                const I off = t - tS * S;
+                any = any && tS < O && off == sp_div(off, f[DIV_D]) * D && off <= (K - 1) * D;
+                ybase += tS * YS;
                 continue;
             }
             // windows o with o*S <= t <= o*S + (K-1)*D and (t - o*S) % D == 0
             const I far = t - (K - 1) * D;
-            const I lo = far > 0 ? (far + S - 1) / S : I(0);
-            const I hi = t / S + 1 < O ? t / S + 1 : O;
+            const I lo = far > 0 ? sp_div(far + S - 1, f[DIV_S]) : I(0);
+            const I hi = tS + 1 < O ? tS + 1 : O;
             I first = lo;
-            while (first < hi && (t - first * S) % D != 0) ++first;
+            for (; first < hi; ++first) {  // at most D / gcd(S, D) steps
+                const I off = t - first * S;
+                if (off == sp_div(off, f[DIV_D]) * D) break;
+            }
             if (first >= hi) {
                 any = false;
                 continue;
             }
-            // members recur every D / gcd(S, D) windows
-            const I every = D == 1 ? I(1) : D / sp_gcd<I>(S, D);
+            // members recur every E = D / gcd(S, D) windows
+            const I every = (I)tab.every[a];
             ybase += first * YS;
-            wins.add((hi - 1 - first) / every + 1, every * YS);
+            wins.add(sp_div(hi - 1 - first, f[DIV_E]) + 1, every * YS);
         }
         A g = zero;
         if (any) {
