@@ -11,9 +11,9 @@ call work, and the first cupy-only call raises an ImportError naming
 from __future__ import annotations
 
 from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
-from .launch import launch_backward, launch_forward
+from .launch import launch_backward, launch_forward, launch_jvp
 
-__all__ = ["Backend", "name", "xp", "forward", "backward", "device_of", "bfloat16"]
+__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16"]
 
 name = "gpu"
 
@@ -74,6 +74,29 @@ class Backend:
         launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
         return gx
 
+    def jvp(self, dx, x, y, lse, geom, beta, acc_dtype):
+        """Return dy, the derivative of y along ``dx`` (x-shaped), on x's device; y and lse output-shaped."""
+        with self.launcher.device_of(x):
+            return self._jvp(dx, x, y, lse, geom, beta, acc_dtype)
+
+    def _jvp(self, dx, x, y, lse, geom, beta, acc_dtype):
+        x = self._whole(x)
+        if not _same_layout(dx, element_strides(x)):
+            # the kernel reads dx with x's offsets: give both one dense layout
+            x, dx = (self._copy(a, x.shape, x.strides) for a in (x, dx))
+        ys = layout_strides(geom.out_shape, x.strides)
+        y, lse = (a if _same_layout(a, ys) else self._copy(a, geom.out_shape, x.strides) for a in (y, lse))
+        dy = empty_like_layout(geom.out_shape, x.strides, x.dtype, self.xp)
+        tab = loop_table(geom, element_strides(x), ys)
+        launch_jvp(self.launcher, dx, x, y, lse, dy, tab, beta, acc_dtype)
+        return dy
+
+    def _copy(self, a, shape, like_strides):
+        """``a`` copied into the dense layout ordered like ``like_strides``."""
+        b = empty_like_layout(shape, like_strides, a.dtype, self.xp)
+        b[...] = a
+        return b
+
 
 def _same_layout(a, strides):
     """True when ``a`` can be addressed with element ``strides`` (size-1 axes never move)."""
@@ -92,6 +115,11 @@ def _cuda():
         xp = require_cupy()
         _CUDA = Backend(launcher(), xp)  # launcher() is one per process, built under a lock
     return _CUDA
+
+
+def jvp(dx, x, y, lse, geom, beta, acc_dtype):
+    """Backend interface: :meth:`Backend.jvp` on CuPy's current device and stream."""
+    return _cuda().jvp(dx, x, y, lse, geom, beta, acc_dtype)
 
 
 def device_of(x):

@@ -21,7 +21,7 @@ from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
 
 __all__ = [
     "MAX_DIMS", "NDIVS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations", "magic",
-    "kernel_types", "source", "launch_forward", "launch_backward",
+    "kernel_types", "source", "launch_forward", "launch_backward", "launch_jvp",
 ]
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -71,6 +71,10 @@ def _backward_name(t, a, i, overlap, w):
     return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}, {w if overlap else 1}>"
 
 
+def _jvp_name(t, a, i, w):
+    return f"softpool_jvp<{t}, {a}, {i}, {w}>"
+
+
 def _width(tab):
     """Smallest compiled W that holds every pooled (K > 1) row of ``tab``."""
     pooled = int((tab[:, K] > 1).sum())
@@ -85,6 +89,7 @@ def instantiations(bf16):
             names.extend(_forward_name(t, a, i, w) for w in WIDTHS)
             names.append(_backward_name(t, a, i, False, 1))
             names.extend(_backward_name(t, a, i, True, w) for w in WIDTHS)
+            names.extend(_jvp_name(t, a, i, w) for w in WIDTHS)
     return names
 
 
@@ -209,3 +214,12 @@ def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, ov
         np.int32(bool(exact)), _scalar(index)(n_in),
     )
     launcher.launch(_backward_name(t, a, index, overlap, _width(tab)), launcher.grid(n_in), args)
+
+
+def launch_jvp(launcher, dx, x, y, lse, dy, tab, beta, acc_dtype):
+    """Launch the forward-mode kernel: dy from dx (in x's layout), x, y and lse."""
+    t, a = launcher.types(x.dtype, acc_dtype, x.shape)
+    n_out = math.prod(int(v) for v in tab[:, O])
+    index = _index(launcher, tab, n_out)
+    args = (dx, x, y, lse, dy, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
+    launcher.launch(_jvp_name(t, a, index, _width(tab)), launcher.grid(n_out), args)

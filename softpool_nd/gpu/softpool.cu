@@ -151,30 +151,38 @@ __device__ __forceinline__ void sp_clip(I start, I k, I d, I n, const unsigned l
     if (hi < lo) hi = lo;
 }
 
+// The window of output cell idx: its cells (win, from xbase) and its output offset ybase.
+template <typename I, int W>
+__device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, W>& win, I& xbase, I& ybase) {
+    win.clear();
+    I rem = idx;
+    xbase = 0;
+    ybase = 0;
+    for (int a = (int)tab.ndim - 1; a >= 0; --a) {
+        const long long* r = tab.r[a];
+        const I O = (I)r[COL_O], S = (I)r[COL_S], D = (I)r[COL_D], XS = (I)r[COL_XS];
+        const I q = sp_div(rem, tab.div[a][DIV_O]);
+        const I o = rem - q * O;
+        rem = q;
+        ybase += o * (I)r[COL_YS];
+        const I start = o * S - (I)r[COL_P];
+        I lo, hi;
+        sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
+        xbase += (start + lo * D) * XS;
+        win.add(hi - lo, D * XS);
+    }
+}
+
 template <typename T, typename A, typename I, int W>
 __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* __restrict__ lse,
                                  const LoopTable tab, const A beta, const I n_out) {
-    const int nd = (int)tab.ndim;
     const A zero = A(0);
     // unroll 1: unrolling would compute the trip count with an integer division
 #pragma unroll 1
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
         Slots<I, W> win;
-        win.clear();
-        I rem = idx, xbase = 0, ybase = 0;
-        for (int a = nd - 1; a >= 0; --a) {
-            const long long* r = tab.r[a];
-            const I O = (I)r[COL_O], S = (I)r[COL_S], D = (I)r[COL_D], XS = (I)r[COL_XS];
-            const I q = sp_div(rem, tab.div[a][DIV_O]);
-            const I o = rem - q * O;
-            rem = q;
-            ybase += o * (I)r[COL_YS];
-            const I start = o * S - (I)r[COL_P];
-            I lo, hi;
-            sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
-            xbase += (start + lo * D) * XS;
-            win.add(hi - lo, D * XS);
-        }
+        I xbase, ybase;
+        sp_window<I, W>(tab, idx, win, xbase, ybase);
         A ref = sp_acc(x[xbase]);
         A m = beta != zero ? ref * beta : zero;
         auto find_max = [&](I off) {
@@ -271,5 +279,56 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
             else gather(ybase);
         }
         gx[gbase] = Store<T>::from(g);
+    }
+}
+
+// Forward-mode derivative, one thread per output cell (dx shares x's layout):
+// dy_W = sum_i w_i (1 + beta (x_i - y_W)) dx_i with w_i = exp(beta x_i - lse_W),
+// the mean of dx over the window for beta == 0. Where lse_W overflowed the
+// weights come from the window's extreme value m instead (the maximiser of
+// beta*x, found by comparison), w_i = exp(beta (x_i - m)) / sum_j exp(beta (x_j - m)),
+// the limit of the same formula (NUMERICS.md rule 4); terms with w_i == 0 are skipped.
+template <typename T, typename A, typename I, int W>
+__global__ void softpool_jvp(const T* __restrict__ dx, const T* __restrict__ x, const T* __restrict__ y,
+                             const A* __restrict__ lse, T* __restrict__ dy, const LoopTable tab, const A beta,
+                             const I n_out) {
+    const A zero = A(0), one = A(1);
+#pragma unroll 1
+    for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
+        Slots<I, W> win;
+        I xbase, ybase;
+        sp_window<I, W>(tab, idx, win, xbase, ybase);
+        A acc = zero;
+        if (beta == zero) {
+            A count = zero;
+            auto mean = [&](I off) {
+                acc += sp_acc(dx[off]);
+                count += one;
+            };
+            Walk<W>::run(win, xbase, mean);
+            acc /= count;
+        } else {
+            const A yw = sp_acc(y[ybase]), l = lse[ybase];
+            A shift = l, m = sp_acc(x[xbase]), scale = one;
+            const bool direct = sp_finite(l);
+            if (!direct) {
+                auto extreme = [&](I off) {
+                    const A v = sp_acc(x[off]);
+                    if (beta > zero ? v > m : v < m) m = v;
+                };
+                Walk<W>::run(win, xbase, extreme);
+                A s = zero;
+                auto total = [&](I off) { s += sp_exp(beta * (sp_acc(x[off]) - m)); };
+                Walk<W>::run(win, xbase, total);
+                scale = one / s;
+            }
+            auto tangent = [&](I off) {
+                const A v = sp_acc(x[off]);
+                const A w = direct ? sp_exp(beta * v - shift) : sp_exp(beta * (v - m)) * scale;
+                if (w != zero) acc += w * (one + beta * (v - yw)) * sp_acc(dx[off]);
+            };
+            Walk<W>::run(win, xbase, tangent);
+        }
+        dy[ybase] = Store<T>::from(acc);
     }
 }
