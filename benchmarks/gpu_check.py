@@ -26,7 +26,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 import re
 import shutil
 import subprocess

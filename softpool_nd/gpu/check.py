@@ -110,10 +110,10 @@ def bandwidth(cp, cases=None, reps=7, calls=20, batch_divisor=1):
         y, lse = softpool_nd.forward(x, **kw)
         gy = cp.ones_like(y)
         dst = cp.empty_like(x)
-        t = medians(cp, {
-            "copy": lambda: device_copy(dst, x),
-            "forward": lambda: softpool_nd.forward(x, **kw),
-            "backward": lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
+        t = medians(cp, {  # default arguments bind this case's arrays
+            "copy": lambda dst=dst, x=x: device_copy(dst, x),
+            "forward": lambda x=x, kw=kw: softpool_nd.forward(x, **kw),
+            "backward": lambda gy=gy, x=x, y=y, lse=lse, kw=kw: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
         }, reps, calls)
         traffic = {
             "copy": 2 * x.nbytes,
@@ -125,7 +125,6 @@ def bandwidth(cp, cases=None, reps=7, calls=20, batch_divisor=1):
             gpu, host = t[phase]
             bw = traffic[phase] / gpu
             rows.append((name, phase, gpu * 1e3, host * 1e3, bw / 1e9, 100 * bw / copy_bw))
-        del x, y, lse, gy, dst
     return rows
 
 
