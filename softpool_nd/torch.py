@@ -26,6 +26,7 @@ sizes trace the operators without graph breaks.
 """
 import contextlib
 import numbers
+\nimport numpy as np
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
@@ -353,6 +354,7 @@ def _soft_pool(x, params):
 
 def soft_pool(
     x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+    impl="kernels",
 ):
     """SoftPool of a tensor over any axes, differentiable and compilable.
 
@@ -365,12 +367,19 @@ def soft_pool(
         the third on (batch and channel lead).
     gradient : {'exact', 'weights'}, default 'exact'
         The gradient autograd uses, as in :func:`softpool_nd.backward`.
+    impl : {'kernels', 'composite'}, default 'kernels'
+        ``'kernels'``: the custom operators on softpool_nd's kernels.
+        ``'composite'``: the same arithmetic as standard torch operations
+        (:mod:`softpool_nd.composite`), which ``torch.export``, inductor and
+        any device see through; autograd differentiates it, forward mode and
+        higher orders included. While ``torch.onnx.export`` runs, every call
+        takes ``'composite'``, so exported graphs hold only standard ONNX ops.
 
     Returns
     -------
     torch.Tensor
         The pooled tensor, on ``x``'s device, in ``x``'s dtype (float64 for
-        integer ``x``), laid out in memory like ``x``.
+        integer ``x``), laid out in memory like ``x`` (``'kernels'``).
 
     Examples
     --------
@@ -384,7 +393,26 @@ def soft_pool(
     >>> x.grad
     tensor([[0.0723, 0.9277, 0.5000, 0.5000]])
     """
-    return _soft_pool(x, _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient))
+    params = _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
+    if impl == "composite" or torch.onnx.is_in_onnx_export():
+        return _composite(x, params)
+    if impl != "kernels":
+        raise ValueError(f"impl={impl!r} must be 'kernels' or 'composite' (input shape {tuple(x.shape)})")
+    return _soft_pool(x, params)
+
+
+def _composite(x, params):
+    """soft_pool through softpool_nd.composite: the operator's checks, then the decomposition."""
+    from . import composite
+    from ._api import _check_beta
+    from .composite.torch import pool
+
+    kwargs = _geometry_kwargs(*params[:7])
+    if x.dtype.is_complex:
+        raise TypeError(f"x has dtype {x.dtype} (input shape {tuple(x.shape)}); SoftPool takes real tensors")
+    y_dtype, acc_dtype = _result_dtypes(x)
+    beta = _check_beta(params[7], tuple(x.shape), np.float64 if acc_dtype == torch.float64 else np.float32)
+    return pool(x.to(y_dtype), composite.plan(x.shape, **kwargs), beta, params[8])
 
 
 def _spatial(n, name, x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient):

@@ -1,0 +1,77 @@
+"""The SoftPool decomposition in torch operations (see :mod:`softpool_nd.composite`).
+
+What ``softpool_nd.torch.soft_pool(..., impl="composite")`` runs and what
+``torch.onnx.export`` writes: pad, strided slices, maximum, exp and sums,
+differentiable by autograd (also forward mode and double backward).
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["pool"]
+
+
+def _pad(x, pads, value):
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    flat = [p for lo_hi in reversed(pads) for p in lo_hi]  # F.pad lists the last axis first
+    return F.pad(x, flat, value=value)
+
+
+def pool(x, plan, beta, gradient="exact"):
+    """SoftPool of a floating tensor ``x`` over ``plan`` (a :class:`softpool_nd.composite.Plan`).
+
+    ``beta`` is a checked Python float; ``gradient`` is ``'exact'`` or
+    ``'weights'``. Returns ``y`` in ``x``'s dtype, computed in float32
+    (float64 for float64 ``x``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from softpool_nd.composite import plan
+    >>> pool(torch.tensor([0.0, 1.0, 4.0, 4.0]), plan((4,), 2), 1.0)
+    tensor([0.7311, 4.0000])
+    """
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa = x.to(acc)
+    if beta == 0.0:
+        xp = _pad(xa, plan.pads, 0.0)
+        total = xp[plan.offsets[0]]
+        for off in plan.offsets[1:]:
+            total = total + xp[off]
+        return (total / torch.as_tensor(plan.count, dtype=acc, device=x.device)).to(x.dtype)
+    if beta < 0:
+        # the soft minimum is minus the soft maximum of -x: negation is exact
+        return -pool(-x, plan, -beta, gradient)
+    xp = _pad(xa, plan.pads, float("-inf"))
+    cells = [xp[off] for off in plan.offsets]
+    m = cells[0]
+    for v in cells[1:]:
+        m = torch.maximum(m, v)
+    # y is the same for any m (dy/dm = 0), so autograd may treat it as a constant
+    m = m.detach()
+    m_fin = torch.isfinite(m)
+    m0 = torch.where(m_fin, m, 0.0)
+    s = t = 0.0
+    parts = []  # what gradient='weights' needs
+    for v in cells:
+        d = v - m
+        fin = torch.isfinite(d)
+        d0 = torch.where(fin, d, 0.0)
+        v_fin = torch.isfinite(v)
+        v0 = torch.where(v_fin, v, 0.0)
+        # x_off - m overflowed for finite x_off and m: weight from beta*x_off - beta*m
+        over = v_fin & m_fin
+        # non-finite d otherwise: a cell equal to an infinite maximum weighs 1; -inf or NaN stay
+        z = torch.where(fin, beta * d0, torch.where(v == m, 0.0, torch.where(over, beta * v0 - beta * m0, d)))
+        e = torch.exp(z)
+        s = s + e
+        t = t + torch.where(fin, e * d0, torch.where(over, e * v0 - e * m0, 0.0))
+        if gradient == "weights":
+            parts.append((e, v0))
+    y = m + t / s
+    if gradient == "weights":
+        # value exactly 0, derivative sum(w * dx): the weights held constant
+        y = y.detach()
+        for e, v0 in parts:
+            y = y + (e / s).detach() * (v0 - v0.detach())
+    return y.to(x.dtype)
