@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _api
+from . import _api, composite
 from ._geometry import make_geometry
+from .composite import jax as _xla
 
 __all__ = ["soft_pool"]
 
@@ -97,7 +98,7 @@ _pool.defvjp(_pool_fwd, _pool_bwd)
 
 
 def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0,
-              gradient="exact"):
+              gradient="exact", impl=None):
     """SoftPool of a JAX array, differentiable and usable under ``jit`` and ``vmap``.
 
     The pooling runs on the host CPU through :func:`jax.pure_callback`; on a
@@ -141,6 +142,35 @@ def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=Fals
         )
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {tuple(x.shape)})")
+    if impl is None:
+        impl = _default_impl(x)
+    elif impl not in ("xla", "callback"):
+        raise ValueError(f"impl={impl!r} must be None, 'xla' or 'callback' (input shape {tuple(x.shape)})")
+    if impl == "xla":
+        p = composite.plan(x.shape, kernel, stride, padding, dilation, ceil_mode, axes)
+        return _xla.pool(x, p, _api._check_beta(beta, tuple(x.shape)), gradient)
     geom = make_geometry(x.shape, kernel, stride, padding, dilation, ceil_mode, axes)
     params = (geom, ceil_mode, _api._check_beta(beta, geom.in_shape))
-    return _pool(x, params, gradient)
+    try:
+        return _pool(x, params, gradient)
+    except (TypeError, ValueError) as err:
+        # JAX refuses forward mode on a custom_vjp (TypeError) or on the callback inside it (ValueError)
+        if "forward-mode" not in str(err) and "JVP" not in str(err):
+            raise
+        raise TypeError(
+            f"softpool_nd.jax.soft_pool(impl='callback') supports jit, vmap and reverse mode (grad, vjp, jacrev), "
+            f"not forward mode (jvp, jacfwd, hessian); pass impl='xla' for every transformation "
+            f"(input shape {tuple(x.shape)})"
+        ) from err
+
+
+def _default_impl(x):
+    """'xla' where x lives on (or, traced, jit compiles for) a device other than the CPU, else 'callback'."""
+    devices = getattr(x, "devices", None)
+    try:
+        platforms = {d.platform for d in devices()} if devices is not None else None
+    except Exception:  # a tracer has no devices
+        platforms = None
+    if platforms is None:
+        platforms = {jax.default_backend()}
+    return "callback" if platforms == {"cpu"} else "xla"

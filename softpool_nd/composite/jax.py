@@ -1,0 +1,70 @@
+"""The SoftPool decomposition in jax.numpy operations (see :mod:`softpool_nd.composite`).
+
+What ``softpool_nd.jax.soft_pool(..., impl="xla")`` runs: pad, strided
+slices, maximum, exp and sums, compiled by XLA for any device and
+differentiated by JAX (jit, grad, vmap, jvp, jacfwd, hessian).
+"""
+import jax
+import jax.numpy as jnp
+
+__all__ = ["pool"]
+
+
+def pool(x, plan, beta, gradient="exact"):
+    """SoftPool of a floating JAX array ``x`` over ``plan`` (a :class:`softpool_nd.composite.Plan`).
+
+    ``beta`` is a checked Python float; ``gradient`` is ``'exact'`` or
+    ``'weights'``. Returns ``y`` in ``x``'s dtype, computed in float32
+    (float64 for float64 ``x``).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from softpool_nd.composite import plan
+    >>> pool(jnp.array([0.0, 1.0, 4.0, 4.0]), plan((4,), 2), 1.0)
+    Array([0.7310586, 4.       ], dtype=float32)
+    """
+    acc = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    xa = x.astype(acc)
+    if beta == 0.0:
+        xp = jnp.pad(xa, plan.pads, constant_values=0)
+        total = xp[plan.offsets[0]]
+        for off in plan.offsets[1:]:
+            total = total + xp[off]
+        return (total / jnp.asarray(plan.count, acc)).astype(x.dtype)
+    if beta < 0:
+        # the soft minimum is minus the soft maximum of -x: negation is exact
+        return -pool(-x, plan, -beta, gradient)
+    xp = jnp.pad(xa, plan.pads, constant_values=-jnp.inf)
+    cells = [xp[off] for off in plan.offsets]
+    m = cells[0]
+    for v in cells[1:]:
+        m = jnp.maximum(m, v)
+    # y is the same for any m (dy/dm = 0), so differentiation may treat it as a constant
+    m = jax.lax.stop_gradient(m)
+    m_fin = jnp.isfinite(m)
+    m0 = jnp.where(m_fin, m, 0)
+    s = t = 0
+    parts = []  # what gradient='weights' needs
+    for v in cells:
+        d = v - m
+        fin = jnp.isfinite(d)
+        d0 = jnp.where(fin, d, 0)
+        v_fin = jnp.isfinite(v)
+        v0 = jnp.where(v_fin, v, 0)
+        # x_off - m overflowed for finite x_off and m: weight from beta*x_off - beta*m
+        over = v_fin & m_fin
+        # non-finite d otherwise: a cell equal to an infinite maximum weighs 1; -inf or NaN stay
+        z = jnp.where(fin, beta * d0, jnp.where(v == m, 0, jnp.where(over, beta * v0 - beta * m0, d)))
+        e = jnp.exp(z)
+        s = s + e
+        t = t + jnp.where(fin, e * d0, jnp.where(over, e * v0 - e * m0, 0))
+        if gradient == "weights":
+            parts.append((e, v0))
+    y = m + t / s
+    if gradient == "weights":
+        # value exactly 0, derivative sum(w * dx): the weights held constant
+        y = jax.lax.stop_gradient(y)
+        for e, v0 in parts:
+            y = y + jax.lax.stop_gradient(e / s) * (v0 - jax.lax.stop_gradient(v0))
+    return y.astype(x.dtype)
