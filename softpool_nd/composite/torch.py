@@ -51,7 +51,7 @@ def pool(x, plan, beta, gradient="exact"):
     m = m.detach()
     m_fin = torch.isfinite(m)
     m0 = torch.where(m_fin, m, 0.0)
-    s = t = 0.0
+    s = t = t_half = 0.0
     parts = []  # what gradient='weights' needs
     for v in cells:
         d = v - m
@@ -65,10 +65,13 @@ def pool(x, plan, beta, gradient="exact"):
         z = torch.where(fin, beta * d0, torch.where(v == m, 0.0, torch.where(over, beta * v0 - beta * m0, d)))
         e = torch.exp(z)
         s = s + e
-        t = t + torch.where(fin, e * d0, torch.where(over, e * v0 - e * m0, 0.0))
+        t = t + torch.where(fin, e * d0, 0.0)
+        # an overflowed difference may not fit even times e: its moment is accumulated halved
+        t_half = t_half + torch.where(~fin & over, e * (0.5 * v0) - e * (0.5 * m0), 0.0)
         if gradient == "weights":
             parts.append((e, v0))
-    y = m + t / s
+    # m + t/s, exactly when nothing overflowed (halving is exact), and finite wherever y is
+    y = 2 * (0.5 * m + (0.5 * t + t_half) / s)
     if gradient == "weights":
         # value exactly 0, derivative sum(w * dx): the weights held constant
         y = y.detach()
