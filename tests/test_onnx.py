@@ -1,0 +1,130 @@
+"""ONNX export of SoftPool modules: standard ONNX ops only, run in onnxruntime, against softpool_nd.
+
+One model holds every geometry (1-D, 2-D, 3-D modules, padding ints, pairs and
+'same', dilation, ceil_mode, betas of both signs and 0, random configurations
+of tests/configs.py), so that each exporter runs once.
+"""
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import softpool_nd  # noqa: E402
+from configs import random_config  # noqa: E402
+from softpool_nd.torch import SoftPool1d, SoftPool2d, SoftPool3d, SoftPoolNd  # noqa: E402
+
+# (module, input shape at export, the same pooling as softpool_nd.pool keyword arguments)
+CASES = [
+    (SoftPool1d(3, 2, padding=1, ceil_mode=True), (2, 3, 11), dict(kernel=3, stride=2, padding=1, ceil_mode=True)),
+    (SoftPoolNd((2,), 1, ((1, 0),), dilation=2, axes=2, beta=-0.5), (2, 3, 9),
+     dict(kernel=(2,), stride=1, padding=((1, 0),), dilation=2, axes=2, beta=-0.5)),
+    (SoftPool2d(2), (2, 3, 8, 8), dict(kernel=2)),
+    (SoftPool2d(3, 2, padding=1, beta=3.0), (2, 3, 9, 10), dict(kernel=3, stride=2, padding=1, beta=3.0)),
+    (SoftPoolNd((3, 2), (2, 1), "same", axes=(2, 3)), (2, 3, 7, 6),
+     dict(kernel=(3, 2), stride=(2, 1), padding="same", axes=(2, 3))),
+    (SoftPoolNd((2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3)),
+     (2, 3, 9, 8), dict(kernel=(2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3))),
+    (SoftPoolNd(2, axes=(1, 3)), (2, 4, 5, 6), dict(kernel=2, axes=(1, 3))),
+    (SoftPool3d(2), (2, 2, 4, 6, 6), dict(kernel=2)),
+    (SoftPool3d(3, 2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5), (2, 2, 5, 7, 6),
+     dict(kernel=3, stride=2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5)),
+    (SoftPoolNd((2, 3, 2), (1, 2, 2), "same", axes=(2, 3, 4)), (2, 2, 4, 5, 5),
+     dict(kernel=(2, 3, 2), stride=(1, 2, 2), padding="same", axes=(2, 3, 4))),
+]
+
+
+def _random_cases(n, seed=17):
+    """Random configurations of rank 2-4 with a leading batch axis that is never pooled."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        shape, kw = random_config(rng, max_rank=3, max_cells=200)
+        kw["beta"] = float(rng.choice([1.0, 2.0, -0.5, 0.0]))
+        axes = kw.pop("axes", None)
+        rank = len(shape)
+        pooled = range(rank - len(kw["kernel"]), rank) if axes is None else [a % rank for a in axes]
+        kw["axes"] = tuple(a + 1 for a in pooled)
+        out.append((SoftPoolNd(**kw), (2,) + shape, kw))
+    return out
+
+
+ALL = CASES + _random_cases(4)
+
+
+class _Many(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pools = torch.nn.ModuleList([m for m, _, _ in ALL])
+
+    def forward(self, *xs):
+        return tuple(m(x) for m, x in zip(self.pools, xs))
+
+
+def _inputs(batch, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((batch,) + shape[1:]).astype(np.float32) for _, shape, _ in ALL]
+
+
+def _check_standard_ops(model):
+    assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
+    assert not model.functions
+    for node in model.graph.node:
+        assert node.domain in ("", "ai.onnx"), (node.domain, node.op_type)
+
+
+def _check_against_softpool_nd(model_bytes):
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    for batch, seed in ((1, 0), (3, 1)):  # another batch size than at export
+        xs = _inputs(batch, seed)
+        got = sess.run(None, dict(zip(names, xs)))
+        for (_, _, kw), x, y in zip(ALL, xs, got):
+            np.testing.assert_allclose(y, softpool_nd.pool(x, **kw), rtol=1e-5, atol=1e-5, err_msg=str(kw))
+
+
+def _example():
+    return tuple(torch.tensor(x) for x in _inputs(2, 5))
+
+
+@pytest.mark.slow
+def test_dynamo_export_runs_in_onnxruntime_with_a_dynamic_batch():
+    batch = torch.export.Dim("batch", min=1, max=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _Many().eval(), _example(), dynamo=True, dynamic_shapes=(tuple({0: batch} for _ in ALL),),
+        )
+    model = program.model_proto
+    _check_standard_ops(model)
+    _check_against_softpool_nd(model.SerializeToString())
+
+
+def test_legacy_export_runs_in_onnxruntime_with_a_dynamic_batch():
+    f = io.BytesIO()
+    names = [f"x{i}" for i in range(len(ALL))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Many().eval(), _example(), f, dynamo=False, input_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in names})
+    model = onnx.load_from_string(f.getvalue())
+    _check_standard_ops(model)
+    _check_against_softpool_nd(f.getvalue())
+
+
+def test_export_leaves_the_eager_module_on_the_kernels():
+    """The switch to the decomposition lasts only while torch.onnx.export runs."""
+    m = SoftPool2d(2)
+    x = torch.randn(1, 2, 4, 4)
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), f, dynamo=False)
+    assert not torch.onnx.is_in_onnx_export()
+    graph = torch.jit.trace(m, (x,)).graph
+    assert "softpool_nd::forward" in str(graph)
