@@ -44,30 +44,32 @@ def pool(x, plan, beta, gradient="exact"):
     m = jax.lax.stop_gradient(m)
     m_fin = jnp.isfinite(m)
     m0 = jnp.where(m_fin, m, 0)
+    beta_m0, half_m0 = beta * m0, 0.5 * m0
     s = t = t_half = 0
     parts = []  # what gradient='weights' needs
     for v in cells:
         d = v - m
-        fin = jnp.isfinite(d)
+        # d <= 0 or NaN (padding is -inf, m the maximum): finite exactly where above -inf
+        fin = d > -jnp.inf
         d0 = jnp.where(fin, d, 0)
-        v_fin = jnp.isfinite(v)
-        v0 = jnp.where(v_fin, v, 0)
-        # x_off - m overflowed for finite x_off and m: weight from beta*x_off - beta*m
-        over = v_fin & m_fin
-        # non-finite d otherwise: a cell equal to an infinite maximum weighs 1; -inf or NaN stay
-        z = jnp.where(fin, beta * d0, jnp.where(v == m, 0, jnp.where(over, beta * v0 - beta * m0, d)))
+        # x_off - m overflowed for finite x_off and m (v > -inf: v = +inf would make m infinite)
+        over = (d == -jnp.inf) & (v > -jnp.inf) & m_fin
+        # then the weight is exp(beta*x_off - beta*m); a cell equal to an infinite maximum weighs 1;
+        # otherwise d is -inf (weight 0) or NaN
+        z = jnp.where(fin, beta * d0, jnp.where(over, beta * v - beta_m0, jnp.where(v == m, 0, d)))
         e = jnp.exp(z)
         s = s + e
-        t = t + jnp.where(fin, e * d0, 0)
+        t = t + e * d0
         # an overflowed difference may not fit even times e: its moment is accumulated halved
-        t_half = t_half + jnp.where(~fin & over, e * (0.5 * v0) - e * (0.5 * m0), 0)
+        t_half = t_half + e * jnp.where(over, 0.5 * v - half_m0, 0)
         if gradient == "weights":
-            parts.append((e, v0))
+            parts.append((e, v))
     # m + t/s, exactly when nothing overflowed (halving is exact), and finite wherever y is
     y = 2 * (0.5 * m + (0.5 * t + t_half) / s)
     if gradient == "weights":
         # value exactly 0, derivative sum(w * dx): the weights held constant
         y = jax.lax.stop_gradient(y)
-        for e, v0 in parts:
+        for e, v in parts:
+            v0 = jnp.where(jnp.isfinite(v), v, 0)
             y = y + jax.lax.stop_gradient(e / s) * (v0 - jax.lax.stop_gradient(v0))
     return y.astype(x.dtype)

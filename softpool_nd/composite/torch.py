@@ -51,30 +51,32 @@ def pool(x, plan, beta, gradient="exact"):
     m = m.detach()
     m_fin = torch.isfinite(m)
     m0 = torch.where(m_fin, m, 0.0)
+    beta_m0, half_m0 = beta * m0, 0.5 * m0
     s = t = t_half = 0.0
     parts = []  # what gradient='weights' needs
     for v in cells:
         d = v - m
-        fin = torch.isfinite(d)
+        # d <= 0 or NaN (padding is -inf, m the maximum): finite exactly where above -inf
+        fin = d > -torch.inf
         d0 = torch.where(fin, d, 0.0)
-        v_fin = torch.isfinite(v)
-        v0 = torch.where(v_fin, v, 0.0)
-        # x_off - m overflowed for finite x_off and m: weight from beta*x_off - beta*m
-        over = v_fin & m_fin
-        # non-finite d otherwise: a cell equal to an infinite maximum weighs 1; -inf or NaN stay
-        z = torch.where(fin, beta * d0, torch.where(v == m, 0.0, torch.where(over, beta * v0 - beta * m0, d)))
+        # x_off - m overflowed for finite x_off and m (v > -inf: v = +inf would make m infinite)
+        over = (d == -torch.inf) & (v > -torch.inf) & m_fin
+        # then the weight is exp(beta*x_off - beta*m); a cell equal to an infinite maximum weighs 1;
+        # otherwise d is -inf (weight 0) or NaN
+        z = torch.where(fin, beta * d0, torch.where(over, beta * v - beta_m0, torch.where(v == m, 0.0, d)))
         e = torch.exp(z)
         s = s + e
-        t = t + torch.where(fin, e * d0, 0.0)
+        t = t + e * d0
         # an overflowed difference may not fit even times e: its moment is accumulated halved
-        t_half = t_half + torch.where(~fin & over, e * (0.5 * v0) - e * (0.5 * m0), 0.0)
+        t_half = t_half + e * torch.where(over, 0.5 * v - half_m0, 0.0)
         if gradient == "weights":
-            parts.append((e, v0))
+            parts.append((e, v))
     # m + t/s, exactly when nothing overflowed (halving is exact), and finite wherever y is
     y = 2 * (0.5 * m + (0.5 * t + t_half) / s)
     if gradient == "weights":
         # value exactly 0, derivative sum(w * dx): the weights held constant
         y = y.detach()
-        for e, v0 in parts:
+        for e, v in parts:
+            v0 = torch.where(torch.isfinite(v), v, 0.0)
             y = y + (e / s).detach() * (v0 - v0.detach())
     return y.to(x.dtype)
