@@ -169,7 +169,7 @@ def _default_impl(x):
     devices = getattr(x, "devices", None)
     try:
         platforms = {d.platform for d in devices()} if devices is not None else None
-    except Exception:  # a tracer has no devices
+    except jax.errors.ConcretizationTypeError:  # a tracer has no devices
         platforms = None
     if platforms is None:
         platforms = {jax.default_backend()}

@@ -6,11 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from configs import random_config, tolerance  # noqa: E402
+from reference import reference_backward, reference_forward  # noqa: E402
+
 import softpool_nd  # noqa: E402
 import softpool_nd.composite  # noqa: E402
 import softpool_nd.composite.torch as ctorch  # noqa: E402
-from configs import random_config, tolerance  # noqa: E402
-from reference import reference_backward, reference_forward  # noqa: E402
 from softpool_nd.torch import soft_pool  # noqa: E402
 
 BETAS = (1.0, 2.5, -0.7, 0.0)

@@ -15,8 +15,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-import softpool_nd  # noqa: E402
 from configs import random_config  # noqa: E402
+
+import softpool_nd  # noqa: E402
 from softpool_nd.torch import SoftPool1d, SoftPool2d, SoftPool3d, SoftPoolNd  # noqa: E402
 
 # (module, input shape at export, the same pooling as softpool_nd.pool keyword arguments)
