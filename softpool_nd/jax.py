@@ -1,16 +1,17 @@
-"""SoftPool for JAX, with a custom VJP (``pip install softpool_nd[jax]``).
+"""SoftPool for JAX (``pip install softpool_nd[jax]``), in two implementations.
 
-:func:`soft_pool` calls :func:`softpool_nd.forward` and
-:func:`softpool_nd.backward` on the host through :func:`jax.pure_callback`, so
-it works under ``jax.jit``, ``jax.grad`` (reverse mode; no ``jax.jvp``) and
-``jax.vmap``.
+``impl="xla"`` runs the decomposition of :mod:`softpool_nd.composite` in
+``jax.numpy``: XLA compiles it for the CPU, a GPU or a TPU, and JAX
+differentiates it, so ``jit``, ``grad``, ``vmap``, ``jvp``, ``jacfwd`` and
+``hessian`` all work. It is the default for arrays on a device other than the
+CPU.
 
-On a GPU or TPU the callback still runs on the CPU: XLA copies the input from
-the device to host memory, the numba kernels pool it there, and the result is
-copied back, with the device waiting for the host at every call. It gives the
-right answer but at CPU speed plus two transfers; for GPU speed call
-:func:`softpool_nd.pool` on CuPy arrays (``cupy.from_dlpack`` views a JAX GPU
-array without a copy) outside ``jit``.
+``impl="callback"`` calls :func:`softpool_nd.forward` and
+:func:`softpool_nd.backward` on the host through :func:`jax.pure_callback`
+with a custom VJP: ``jit``, ``grad`` and ``vmap``, reverse mode only. It is
+the default on the CPU, where the numba kernels are faster than XLA's code
+(``benchmarks/composite.py``). On a GPU or TPU it would copy every input to
+host memory and back.
 """
 from functools import partial
 
@@ -101,9 +102,9 @@ def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=Fals
               gradient="exact", impl=None):
     """SoftPool of a JAX array, differentiable and usable under ``jit`` and ``vmap``.
 
-    The pooling runs on the host CPU through :func:`jax.pure_callback`; on a
-    GPU or TPU backend every call copies ``x`` to host memory and the result
-    back (see the module docstring).
+    On the CPU the pooling runs on softpool_nd's kernels through
+    :func:`jax.pure_callback`; elsewhere (or with ``impl='xla'``) as XLA
+    operations (see the module docstring).
 
     Parameters
     ----------
@@ -116,6 +117,11 @@ def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=Fals
         under ``jit``).
     gradient : {'exact', 'weights'}, default 'exact'
         The gradient ``jax.grad`` uses, as in :func:`softpool_nd.backward`.
+    impl : {None, 'xla', 'callback'}, default None
+        None: ``'callback'`` for arrays on the CPU (under ``jit``: when the
+        default backend is the CPU), ``'xla'`` otherwise. See the module
+        docstring; only ``'xla'`` supports forward mode (``jvp``, ``jacfwd``,
+        ``hessian``).
 
     Returns
     -------
@@ -131,6 +137,8 @@ def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=Fals
     Array([0.7310586, 4.       ], dtype=float32)
     >>> jax.grad(lambda x: soft_pool(x, 2).sum())(x)
     Array([0.07232948, 0.92767054, 0.5       , 0.5       ], dtype=float32)
+    >>> jax.jvp(lambda x: soft_pool(x, 2, impl="xla"), (x,), (jnp.ones(4),))[1]
+    Array([1., 1.], dtype=float32)
     """
     x = jnp.asarray(x)
     # every check happens here: an exception raised inside a pure_callback is undefined behaviour in JAX
