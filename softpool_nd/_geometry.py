@@ -32,6 +32,15 @@ class Geometry:
     kernel, stride, dilation, pad_lo, pad_hi : tuple of int
         Window size, step, spacing of window cells and implicit padding
         before/after, per pooled axis.
+
+    Examples
+    --------
+    >>> import softpool_nd
+    >>> g = softpool_nd.make_geometry((1, 3, 9, 8), kernel=3, stride=2, padding=1)
+    >>> g.axes, g.out_shape, g.pad_lo, g.pad_hi
+    ((2, 3), (1, 3, 5, 4), (1, 1), (1, 1))
+    >>> g.overlapping
+    True
     """
 
     in_shape: tuple
