@@ -1,6 +1,4 @@
 """softpool_nd.jax: jit, grad and vmap through pure_callback, against the NumPy path."""
-import doctest
-
 import numpy as np
 import pytest
 
@@ -88,11 +86,6 @@ def test_bad_gradient_names_itself():
 def test_complex_input_is_refused_before_the_callback():
     with pytest.raises(TypeError, match="complex64"):
         spj.soft_pool(jnp.zeros(4, jnp.complex64), 2)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(spj, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 3 and result.failed == 0
 
 
 # --- the XLA path (impl='xla'): the composite decomposition in jax.numpy ---

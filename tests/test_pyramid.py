@@ -1,5 +1,4 @@
 """softpool_nd.pyramid on NumPy and Dask arrays, and the README's Zarr example."""
-import doctest
 import importlib.util
 import pathlib
 import threading
@@ -59,10 +58,6 @@ def test_pyramid_bad_levels(levels, exc, match):
     with pytest.raises(exc, match=match):
         softpool_nd.pyramid(np.ones((9, 30)), levels)
 
-
-def test_pyramid_docstring_example():
-    result = doctest.testmod(softpool_nd._pyramid, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
