@@ -63,9 +63,12 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
     "navigation_with_keys": False,
     "show_toc_level": 2,
-    "header_links_before_dropdown": 8,
+    "header_links_before_dropdown": 5,
 }
 # the left sidebar lists a section's pages: only the user guides have several
-html_sidebars = {"guides/*": ["sidebar-nav-bs"], "**": []}
+html_sidebars = {
+    "guides/*": ["sidebar-nav-bs"],
+    **{page: [] for page in ["search", "genindex", *(p.stem for p in DOCS.glob("*.rst"))]},
+}
 html_show_sourcelink = False
 html_last_updated_fmt = None

@@ -34,6 +34,7 @@ PAGES = {
     "index.html": "softpool_nd",
     "guides/torch.html": "PyTorch",
     "api.html": "API reference",
+    "gallery.html": "Gallery",
 }
 
 
