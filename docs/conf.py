@@ -22,10 +22,11 @@ release = version = softpool_nd.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
-    "sphinx.ext.mathjax",
     "numpydoc",
     "softpool_api",
+    "mathml",
 ]
+html_math_renderer = "mathml"  # no MathJax: it needs the network
 
 exclude_patterns = ["_build", "gallery/*.py", "README.md"]
 nitpicky = True
@@ -55,7 +56,8 @@ intersphinx_timeout = 1
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"softpool_nd {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["softpool.css"]
 html_theme_options = {
     "navbar_end": ["navbar-icon-links"],
     "secondary_sidebar_items": ["page-toc"],

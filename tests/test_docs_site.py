@@ -84,11 +84,11 @@ def test_every_public_name_has_a_reference_entry(site):
 
 
 class _Page(html.parser.HTMLParser):
-    """The ids a page defines and the local links (href, src) it makes."""
+    """The ids a page defines, the local links (href, src) it makes and the remote resources it loads."""
 
     def __init__(self):
         super().__init__()
-        self.ids, self.links = set(), []
+        self.ids, self.links, self.remote = set(), [], []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -98,8 +98,12 @@ class _Page(html.parser.HTMLParser):
             self.ids.add(attrs["name"])
         for key in ("href", "src"):
             value = attrs.get(key)
-            if value and not urllib.parse.urlsplit(value).scheme and not value.startswith("//"):
+            if not value:
+                continue
+            if not urllib.parse.urlsplit(value).scheme and not value.startswith("//"):
                 self.links.append(value)
+            elif tag in ("script", "link", "img", "iframe") and value.startswith(("http:", "https:", "//")):
+                self.remote.append(value)
 
 
 def _parse(path):
@@ -127,6 +131,17 @@ def test_no_broken_internal_links(site):
                     broken.append(f"{path.relative_to(site)}: {link} (no such anchor)")
     assert checked > 500, f"only {checked} links found: is the site complete?"
     assert not broken, "broken internal links:\n" + "\n".join(broken)
+
+
+def test_pages_load_nothing_from_the_network(site):
+    """Read offline, a page must look the same: no script, stylesheet or image from elsewhere
+    (MathJax from a CDN, for one, would leave raw LaTeX)."""
+    remote = {
+        f"{p.relative_to(site)}: {url}"
+        for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts
+        for url in _parse(p).remote
+    }
+    assert not remote, "remote resources:\n" + "\n".join(sorted(remote))
 
 
 def test_site_has_every_page_of_the_guide(site):
