@@ -28,7 +28,7 @@ extensions = [
 ]
 html_math_renderer = "mathml"  # no MathJax: it needs the network
 
-exclude_patterns = ["_build", "gallery/*.py", "README.md"]
+exclude_patterns = ["_build", "_inventories", "gallery/*.py"]
 nitpicky = True
 default_role = "py:obj"
 
