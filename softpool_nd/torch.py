@@ -26,8 +26,8 @@ sizes trace the operators without graph breaks.
 """
 import contextlib
 import numbers
-\nimport numpy as np
 
+import numpy as np
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
