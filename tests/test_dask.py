@@ -1,6 +1,4 @@
 """Dask arrays through the public API: lazy, chunk-independent, equal to the NumPy path."""
-import doctest
-
 import numpy as np
 import pytest
 
@@ -219,11 +217,6 @@ def test_dask_mixing_with_numpy_is_a_type_error():
     xd = da.ones((4, 4), chunks=2)
     with pytest.raises(TypeError, match="grad_y"):
         softpool_nd.backward(np.ones((2, 2)), xd, 2)
-
-
-def test_dask_plan_docstring_example():
-    result = doctest.testmod(_plan, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 try:
