@@ -24,6 +24,8 @@ extensions = [
     "sphinx.ext.intersphinx",
     "numpydoc",
     "softpool_api",
+    "softpool_modules",
+    "changelog_md",
     "mathml",
 ]
 html_math_renderer = "mathml"  # no MathJax: it needs the network

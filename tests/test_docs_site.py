@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,7 @@ PAGES = {
     "guides/torch.html": "PyTorch",
     "api.html": "API reference",
     "gallery.html": "Gallery",
+    "design.html": "Design",
 }
 
 
@@ -148,6 +150,28 @@ def test_site_has_every_page_of_the_guide(site):
     for page in ("getting_started", "semantics", "guides/numpy", "guides/cupy", "guides/torch", "guides/jax",
                  "guides/dask", "performance", "design", "changelog", "gallery", "api"):
         assert (site / f"{page}.html").is_file(), page
+
+
+def _text(path):
+    """The visible text of a built page, roughly: its HTML without tags."""
+    return re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8"))
+
+
+def test_design_page_lists_every_module(site):
+    """The design page's module list is generated: every source file of the package is on it."""
+    text = _text(site / "design.html")
+    package = ROOT / "softpool_nd"
+    files = [f for pattern in ("*.py", "*.cu", "*.h") for f in package.rglob(pattern) if "__pycache__" not in f.parts]
+    missing = [str(f.relative_to(ROOT)) for f in files if str(f.relative_to(ROOT)) not in text]
+    assert len(files) > 40 and not missing, f"source files missing from the design page: {missing}"
+
+
+def test_changelog_page_is_the_changelog(site):
+    """CHANGELOG.md is the changelog page's one source, shown as formatted text, not as Markdown."""
+    text = _text(site / "changelog.html")
+    headings = re.findall(r"^##+ (.+)$", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert headings and all(h.split("`")[0].strip() in text for h in headings)
+    assert not re.search(r"(^|\n)\s*#{2,} |\]\(https?:", text), "raw Markdown on the changelog page"
 
 
 # --- the browser -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TEXT = README.read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
+BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.DOTALL)
 RUNNABLE = [b for b in BLOCKS if "import cupy" not in b]
 
 

@@ -17,6 +17,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 NAMES = {
     "numpy": [
         ("numpy.mean", "py:function", "reference/generated/numpy.mean.html"),
+        ("numpy.may_share_memory", "py:function", "reference/generated/numpy.may_share_memory.html"),
         ("numpy.ndarray", "py:class", "reference/generated/numpy.ndarray.html"),
     ],
     "torch": [
@@ -24,11 +25,26 @@ NAMES = {
         ("torch.Tensor", "py:class", "tensors.html"),
         ("torch.compile", "py:function", "generated/torch.compile.html"),
         ("torch.nn.Module", "py:class", "generated/torch.nn.Module.html"),
+        ("torch.no_grad", "py:class", "generated/torch.no_grad.html"),
+        ("torch.inference_mode", "py:class", "generated/torch.autograd.grad_mode.inference_mode.html"),
+        ("torch.func.jvp", "py:function", "generated/torch.func.jvp.html"),
+        ("torch.func.jacfwd", "py:function", "generated/torch.func.jacfwd.html"),
+        ("torch.func.grad", "py:function", "generated/torch.func.grad.html"),
+        ("torch.func.vmap", "py:function", "generated/torch.func.vmap.html"),
+        ("torch.func.hessian", "py:function", "generated/torch.func.hessian.html"),
+        ("torch.export.export", "py:function", "export.html"),
+        ("torch.onnx.export", "py:function", "onnx.html"),
     ],
     "jax": [
         ("jax.pure_callback", "py:function", "_autosummary/jax.pure_callback.html"),
         ("jax.custom_vjp", "py:class", "_autosummary/jax.custom_vjp.html"),
         ("jax.Array", "py:class", "_autosummary/jax.Array.html"),
+        ("jax.jit", "py:function", "_autosummary/jax.jit.html"),
+        ("jax.grad", "py:function", "_autosummary/jax.grad.html"),
+        ("jax.vmap", "py:function", "_autosummary/jax.vmap.html"),
+        ("jax.jvp", "py:function", "_autosummary/jax.jvp.html"),
+        ("jax.jacfwd", "py:function", "_autosummary/jax.jacfwd.html"),
+        ("jax.hessian", "py:function", "_autosummary/jax.hessian.html"),
     ],
     "dask": [
         ("dask.array.Array", "py:class", "generated/dask.array.Array.html"),

@@ -74,7 +74,7 @@ class Plan(NamedTuple):
 def plan(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
     """The :class:`Plan` of a pooling of an input of ``shape``.
 
-    The geometry comes from :func:`softpool_nd._geometry.make_geometry`. For
+    The geometry comes from :func:`softpool_nd.make_geometry`. For
     a traced shape (torch SymInts) only the pooled axes' lengths enter it, so
     that unpooled axes (a batch) stay free in the traced graph.
 
