@@ -37,3 +37,11 @@ def test_readme_links_to_files_that_exist():
     assert targets, "the README links to no file"
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's second command is, verbatim, the line .ci/run runs on a clean clone."""
+    commands = [line for line in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL)[0].splitlines()
+                if line and not line.startswith("#")]
+    assert len(commands) == 2 and commands[1].endswith("python -m pytest")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
