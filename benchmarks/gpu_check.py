@@ -1,6 +1,6 @@
 """One command for a fresh H100/H200 machine: is softpool_nd's GPU path right, and how fast is it?
 
-    python benchmarks/gpu_check.py            # the steps' time limits add up to 7 min 10 s
+    python benchmarks/gpu_check.py            # the steps' time limits add up to 7 min 30 s
     python benchmarks/gpu_check.py --quick    # small inputs, a minute or two
 
 Run from the project checkout. It installs only what is missing (CuPy for the
@@ -9,7 +9,9 @@ torch only for the torch steps) and then runs each step in its own process
 with its own time limit, so a crash or hang in one step cannot hide the others:
 
 1. ``pytest -m gpu``: every test marked for a GPU;
-2. correctness: randomized configurations, every layout, against the CPU backend;
+2. correctness: randomized configurations, every layout, forward, backward and jvp against the CPU
+   backend; out= (what softpool_nd.torch passes for CUDA tensors) bit for bit; the overflowing-beta
+   cases of tests/test_numerics.py (NUMERICS.md rules 3 and 4);
 3. bandwidth: forward and backward as % of a device-to-device copy, float32 and
    float16, NCHW and channels-last (calls queued between two CUDA events);
 4. per-call API overhead (host time per call on a tiny input);
@@ -40,7 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the checkout's package and th
 TARGETS = {"forward_vs_copy": 80.0, "backward_vs_copy": 70.0, "vs_torch": 5.0}
 
 #: Seconds each step may take; the sum stays under 8 minutes with the installs.
-LIMITS = {"pytest": 150, "correctness": 60, "bandwidth": 90, "overhead": 20, "torch": 110}
+LIMITS = {"pytest": 150, "correctness": 80, "bandwidth": 90, "overhead": 20, "torch": 110}
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -127,7 +129,7 @@ def step_correctness(quick):
     dtypes = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
     worst = {dt: 0.0 for dt in dtypes}
     count = {dt: 0 for dt in dtypes}
-    deterministic = True
+    deterministic = same_out = True
     for i in range(40 if quick else 300):
         shape, kw = random_config(rng)
         dtype = dtypes[i % 3]
@@ -148,8 +150,38 @@ def step_correctness(quick):
             bits = [np.ascontiguousarray(cp.asnumpy(a)).view(np.uint8) for a in (gxg, again)]
             deterministic &= bool((bits[0] == bits[1]).all())
             errs.append(_worst(cp.asnumpy(gxg), gx) / 4)
+        dx = rng.standard_normal(shape).astype(dtype)
+        dy = softpool_nd.jvp(x, dx, y=y, lse=lse, beta=beta, **kw)
+        dyg = softpool_nd.jvp(xg, random_layout(rng, cp.asarray(dx), cp), y=yg, lse=lseg, beta=beta, **kw)
+        errs.append(_worst(cp.asnumpy(dyg), dy) / 4)
+        # preallocated outputs (the torch CUDA path): the same bits as the allocating calls
+        outs = (cp.empty_like(yg), cp.empty_like(lseg))
+        softpool_nd.forward(xg, beta=beta, out=outs, **kw)
+        gout = cp.empty_like(xg)
+        softpool_nd.backward(gyg, xg, y=yg, lse=lseg, beta=beta, gradient=gradient, out=gout, **kw)  # as gxg
+        same_out &= all(_bits_equal(a, b) for a, b in zip(outs + (gout,), (yg, lseg, gxg)))
         worst[dtype] = max(worst[dtype], *errs)
         count[dtype] += 1
+    # NUMERICS.md: beta * x beyond the accumulation dtype (tests/test_numerics.py's cases), vs the CPU backend
+    import test_numerics
+
+    overflow = 0.0
+    for shape, kw in test_numerics._CASES:
+        for dtype, scale, beta in test_numerics._OVERFLOWS:
+            x = (rng.normal(size=shape) * scale).astype(dtype)
+            x.flat[::7] = 4 * scale * np.sign(beta)
+            xg = cp.asarray(x)
+            y, lse = softpool_nd.forward(x, beta=beta, **kw)
+            yg, lseg = softpool_nd.forward(xg, beta=beta, **kw)
+            gy = rng.normal(size=y.shape).astype(dtype)
+            errs = [_worst(cp.asnumpy(yg), y)]
+            for gradient in ("exact", "weights"):
+                gx = softpool_nd.backward(gy, x, y=y, lse=lse, beta=beta, gradient=gradient, **kw)
+                gxg = softpool_nd.backward(cp.asarray(gy), xg, y=yg, lse=lseg, beta=beta, gradient=gradient, **kw)
+                errs.append(_worst(cp.asnumpy(gxg), gx))
+            dy = softpool_nd.jvp(x, x, y=y, lse=lse, beta=beta, **kw)
+            errs.append(_worst(cp.asnumpy(softpool_nd.jvp(xg, xg, y=yg, lse=lseg, beta=beta, **kw)), dy))
+            overflow = max(overflow, *errs)
     rows = []
     for dt in dtypes:
         tol = tolerance(dt)[0]
@@ -157,7 +189,18 @@ def step_correctness(quick):
                      "PASS" if worst[dt] <= tol else "FAIL"))
     rows.append(("correctness vs CPU", "backward bitwise deterministic", str(deterministic), "True",
                  "PASS" if deterministic else "FAIL"))
+    rows.append(("correctness vs CPU", "out= writes the same bits", str(same_out), "True",
+                 "PASS" if same_out else "FAIL"))
+    rows.append(("correctness vs CPU", "overflowing beta*x (y, grad, jvp)", f"{overflow:.3g}", "<= 1e-3",
+                 "PASS" if overflow <= 1e-3 else "FAIL"))
     return rows
+
+
+def _bits_equal(a, b):
+    import cupy as cp
+    import numpy as np
+
+    return bool((np.ascontiguousarray(cp.asnumpy(a)).view(np.uint8) == np.ascontiguousarray(cp.asnumpy(b)).view(np.uint8)).all())
 
 
 def _worst(a, b):

@@ -100,6 +100,34 @@ def _output_like(name, a, shape, dtype, backend, in_shape, what="the pooled outp
     return _as(a, dtype)
 
 
+def _check_out(name, a, shape, dtype, backend, x, in_shape, what="the result"):
+    """Check a preallocated output: ``shape``, exactly ``dtype`` (any byte order), x's backend, writeable."""
+    got = _shape_of(a, name)
+    if backend_for(a, name) is not backend:
+        raise TypeError(f"{name} is a {type(a).__qualname__} but x is a {type(x).__qualname__} (input shape {in_shape})")
+    if got != tuple(shape) or np.dtype(a.dtype).newbyteorder("=") != dtype:
+        raise ValueError(
+            f"{name} has shape {got} and dtype {a.dtype} but {what} has shape {tuple(shape)} "
+            f"and dtype {dtype} (input shape {in_shape})"
+        )
+    flags = getattr(a, "flags", None)
+    if flags is not None and not getattr(flags, "writeable", True):
+        raise ValueError(f"{name} is read-only (input shape {in_shape})")
+
+
+def _direct(out, dtype, x, backend):
+    """True when the backend may write ``out`` itself: native byte order and no memory shared with ``x``."""
+    return out is not None and out.dtype == dtype and not _may_overlap(out, x, backend)
+
+
+def _into(out, result):
+    """``result`` written into ``out`` (when given and not already ``result``)."""
+    if out is None or out is result:
+        return result
+    out[...] = result
+    return out
+
+
 def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None):
     """Shape of the pooled output for an input of ``shape``, without computing it.
 
@@ -120,10 +148,14 @@ def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mo
     return make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes).out_shape
 
 
-def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0):
+def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
     """SoftPool and the log-sum-exp of every window, for a later :func:`backward`.
 
-    Parameters are those of :func:`pool` (without ``out``).
+    Parameters are those of :func:`pool`, except ``out``: a pair ``(y, lse)``
+    of preallocated arrays (output shape; x's result dtype and the
+    accumulation dtype), which are filled and returned. With CuPy arrays (and
+    torch CUDA tensors) in the layout the result would have, the kernels write
+    them directly and the call allocates nothing.
 
     Returns
     -------
@@ -141,25 +173,48 @@ def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False,
     >>> np.round(y, 4), np.round(lse, 4)
     (array([0.7311, 2.    ]), array([1.3133, 2.6931]))
     """
-    (x,), to_caller = _interop.native(x, names=("x",))
+    y_out, lse_out = (None, None) if out is None else out
+    (x, y_out, lse_out), to_caller = _interop.native(x, y_out, lse_out, names=("x", "out[0]", "out[1]"))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     with _device(backend, x):
-        return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
+        if out is None:
+            return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
+        _check_out("out[0]", y_out, geom.out_shape, dtype, backend, x, geom.in_shape)
+        _check_out("out[1]", lse_out, geom.out_shape, acc_dtype, backend, x, geom.in_shape, what="lse")
+        direct = _direct(y_out, dtype, x, backend) and _direct(lse_out, acc_dtype, x, backend)
+        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None,
+                          lse_out=lse_out if direct else None)
+        return to_caller((_into(y_out, y), _into(lse_out, lse)))
 
 
-def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True):
-    """Backend forward (call inside :func:`_device`); bfloat16 via float32 where the backend needs it."""
+def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True, lse_out=None):
+    """Backend forward (call inside :func:`_device`); bfloat16 via float32 where the backend needs it.
+
+    ``lse_out`` goes to a backend that writes outputs itself (``takes_out``), else lse is copied into it.
+    """
     if math.prod(geom.out_shape) == 0:
         y = backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out
+        if lse_out is not None:
+            return y, lse_out
         return y, backend.xp.empty(geom.out_shape, dtype=acc_dtype) if with_lse else None
     work = _work_dtype(backend, dtype)
     if work == dtype:
-        return backend.forward(_as(x, dtype), geom, beta, acc_dtype, out, with_lse=with_lse)
+        kw = _out_kw(backend, lse_out=lse_out)
+        y, lse = backend.forward(_as(x, dtype), geom, beta, acc_dtype, out, with_lse=with_lse, **kw)
+        return y, _into(lse_out, lse)
     y, lse = backend.forward(_as(x, work), geom, beta, acc_dtype, None, with_lse=with_lse)
+    lse = _into(lse_out, lse)
     if out is None:
         return y.astype(dtype), lse
     out[...] = y
     return out, lse
+
+
+def _out_kw(backend, **outputs):
+    """The given outputs as keyword arguments for a backend that writes them itself (``takes_out``), else none."""
+    if not getattr(backend, "takes_out", False):
+        return {}
+    return {k: v for k, v in outputs.items() if v is not None}
 
 
 def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
@@ -230,17 +285,7 @@ def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, ax
     (x, out), to_caller = _interop.native(x, out, names=("x", "out"))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if out is not None:
-        out_shape = _shape_of(out, "out")
-        if backend_for(out, "out") is not backend:
-            raise TypeError(f"out is a {type(out).__qualname__} but x is a {type(x).__qualname__} (input shape {geom.in_shape})")
-        if out_shape != geom.out_shape or np.dtype(out.dtype).newbyteorder("=") != dtype:
-            raise ValueError(
-                f"out has shape {out_shape} and dtype {out.dtype} but the result has shape {geom.out_shape} "
-                f"and dtype {dtype} (input shape {geom.in_shape})"
-            )
-        flags = getattr(out, "flags", None)
-        if flags is not None and not getattr(flags, "writeable", True):
-            raise ValueError(f"out is read-only (input shape {geom.in_shape})")
+        _check_out("out", out, geom.out_shape, dtype, backend, x, geom.in_shape)
     with _device(backend, x):
         if out is not None and (out.dtype != dtype or _may_overlap(out, x, backend)):
             # as numpy ufuncs do: compute as if x had been copied first (or into native byte order), then copy
@@ -260,7 +305,7 @@ def _may_overlap(out, x, backend):
 
 def backward(
     grad_y, x, kernel=2, stride=None, padding=0, *,
-    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact", out=None,
 ):
     """Gradient of a scalar loss with respect to ``x``, given its gradient w.r.t. the pooled output.
 
@@ -280,6 +325,10 @@ def backward(
         ``sum_W grad_y_W * w_Wj * (1 + beta * (x_j - y_W))``. ``'weights'`` is
         ``sum_W grad_y_W * w_Wj``, the rule of the paper's reference CUDA code,
         which treats the weights as constants.
+    out : array, optional
+        Preallocated ``grad_x`` (x's shape and result dtype), filled and
+        returned; with CuPy arrays (and torch CUDA tensors) the kernel writes
+        it directly, in any layout.
 
     Returns
     -------
@@ -295,19 +344,24 @@ def backward(
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
     array([0.0723, 0.9277, 0.5   , 0.5   ])
     """
-    (x, grad_y, y, lse), to_caller = _interop.native(x, grad_y, y, lse, names=("x", "grad_y", "y", "lse"))
+    (x, grad_y, y, lse, out), to_caller = _interop.native(
+        x, grad_y, y, lse, out, names=("x", "grad_y", "y", "lse", "out")
+    )
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     if gradient not in ("exact", "weights"):
         raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
     with _device(backend, x):
         grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
+        if out is not None:
+            _check_out("out", out, geom.in_shape, dtype, backend, x, geom.in_shape, what="x")
         if math.prod(geom.in_shape) == 0:
-            return to_caller(backend.xp.zeros(geom.in_shape, dtype=dtype))
+            return to_caller(_into(out, backend.xp.zeros(geom.in_shape, dtype=dtype)))
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
+        direct = work == dtype and _direct(out, dtype, x, backend)
         gx = backend.backward(_as(grad_y, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype,
-                              gradient == "exact")
-        return to_caller(_as(gx, dtype))
+                              gradient == "exact", **_out_kw(backend, out=out if direct else None))
+        return to_caller(_into(out, _as(gx, dtype)))
 
 
 def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
@@ -320,7 +374,7 @@ def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
 
 def jvp(
     x, dx, kernel=2, stride=None, padding=0, *,
-    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0,
+    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None,
 ):
     """Forward-mode derivative: the change of ``pool(x, ...)`` along a tangent ``dx`` of ``x``.
 
@@ -344,6 +398,10 @@ def jvp(
     y, lse : array, optional
         The outputs of :func:`forward`. When both are given they are used as
         they are; otherwise they are recomputed.
+    out : array, optional
+        Preallocated ``dy`` (output shape, x's result dtype), filled and
+        returned; with CuPy arrays (and torch CUDA tensors) laid out like
+        ``y`` the kernel writes it directly.
 
     Returns
     -------
@@ -361,13 +419,17 @@ def jvp(
     >>> np.round(softpool_nd.jvp(x, np.ones(4), kernel=2, y=y, lse=lse), 4)
     array([1., 1.])
     """
-    (x, dx, y, lse), to_caller = _interop.native(x, dx, y, lse)
+    (x, dx, y, lse, out), to_caller = _interop.native(x, dx, y, lse, out)
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
     with _device(backend, x):
         dx = _output_like("dx", dx, geom.in_shape, dtype, backend, geom.in_shape, what="x")
+        if out is not None:
+            _check_out("out", out, geom.out_shape, dtype, backend, x, geom.in_shape)
         if math.prod(geom.out_shape) == 0:
-            return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype))
+            return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out)
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
-        dy = backend.jvp(_as(dx, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype)
-        return to_caller(_as(dy, dtype))
+        direct = work == dtype and _direct(out, dtype, x, backend)
+        dy = backend.jvp(_as(dx, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype,
+                         **_out_kw(backend, out=out if direct else None))
+        return to_caller(_into(out, _as(dy, dtype)))

@@ -21,7 +21,10 @@ allocates lse and returns None in its place. Two optional members:
 ``device_of(x)``, a context manager making x's device current (``_api`` does
 every conversion and allocation of a call inside it), and ``bfloat16()``,
 True when the backend computes bfloat16 arrays itself (otherwise ``_api``
-hands it float32 copies and casts the results back).
+hands it float32 copies and casts the results back). A backend with
+``takes_out = True`` writes preallocated outputs itself: ``forward`` then also
+takes ``lse_out=``, ``backward`` and ``jvp`` take ``out=`` (the GPU backend, so
+that a torch CUDA call allocates nothing); for others ``_api`` copies into them.
 """
 import importlib
 

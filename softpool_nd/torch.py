@@ -127,16 +127,28 @@ def _empty_in_layout(shape, like, dtype):
     return buf.permute([order.index(a) for a in range(len(order))])
 
 
+def _like(t, ref):
+    """``t``, or a copy by torch in the memory layout of ``ref`` (same shape) when its strides differ."""
+    if t.stride() == ref.stride():
+        return t
+    return _empty_in_layout(t.shape, ref, t.dtype).copy_(t)
+
+
 # gradient is unused by the forward pass; it is an operator argument so that autograd reads it from the inputs
 @torch.library.custom_op("softpool_nd::forward", mutates_args=())
 def _forward_op(
     x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], same: bool,
     dilation: list[int], ceil_mode: bool, axes: list[int], beta: float, gradient: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    with _on_torch_stream(x):
-        return forward(
-            x.detach(), beta=beta, **_geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
-        )
+    kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
+    if x.device.type == "cuda":
+        # y and lse from torch's allocator on the current stream: the op launches kernels only (CUDA graphs)
+        out_shape = _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes)
+        out = tuple(_empty_in_layout(out_shape, x, dt) for dt in _result_dtypes(x))
+        with _on_torch_stream(x):
+            forward(x.detach(), beta=beta, out=out, **kwargs)
+        return out
+    return forward(x.detach(), beta=beta, **kwargs)
 
 
 def _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes):
@@ -181,10 +193,15 @@ def _backward_op(
     axes: list[int], beta: float, gradient: str,
 ) -> torch.Tensor:
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
-    with _on_torch_stream(x):
-        return backward(
-            grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient, **kwargs
-        )
+    if x.device.type == "cuda":
+        # grad_x from torch's allocator; grad_y in y's layout (an expanded grad_y would be copied by CuPy)
+        gx = _empty_in_layout(x.shape, x, _result_dtypes(x)[0])
+        with _on_torch_stream(x):
+            backward(_like(grad_y.detach(), y), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta,
+                     gradient=gradient, out=gx, **kwargs)
+        return gx
+    return backward(grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient,
+                    **kwargs)
 
 
 @_backward_op.register_fake
@@ -200,8 +217,13 @@ def _jvp_op(
 ) -> torch.Tensor:
     """Forward-mode derivative through :func:`softpool_nd.jvp`."""
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
-    with _on_torch_stream(x):
-        return jvp(x.detach(), dx.detach(), y=y.detach(), lse=lse.detach(), beta=beta, **kwargs)
+    if x.device.type == "cuda":
+        # dy from torch's allocator; dx in x's layout (the kernel reads both with one set of offsets)
+        dy = _empty_in_layout(y.shape, x, _result_dtypes(x)[0])
+        with _on_torch_stream(x):
+            jvp(x.detach(), _like(dx.detach(), x), y=y.detach(), lse=lse.detach(), beta=beta, out=dy, **kwargs)
+        return dy
+    return jvp(x.detach(), dx.detach(), y=y.detach(), lse=lse.detach(), beta=beta, **kwargs)
 
 
 @_jvp_op.register_fake

@@ -75,7 +75,7 @@ def test_gpu_check_table_on_host_stand_in(monkeypatch):
 def test_gpu_check_script_correctness_sweep_on_stand_in(monkeypatch, gpu_check):
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
     rows = gpu_check.step_correctness(quick=True)
-    assert [r[0] for r in rows] == ["correctness vs CPU"] * 4
+    assert [r[0] for r in rows] == ["correctness vs CPU"] * 6  # per dtype, determinism, out=, overflows
     assert all(r[4] == "PASS" for r in rows), rows  # CPU against CPU: layouts only change the summation order
     assert rows[0][1] == "float16, 14 cases"
 

@@ -218,3 +218,72 @@ def test_gpu_cuda_torch_graph_capture(torch_cuda):
         (gr,) = torch.autograd.grad(yr, xr, static_gy)
         torch.testing.assert_close(static_y, yr)
         torch.testing.assert_close(static_g, gr)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_cuda_torch_ops_allocate_nothing_through_cupy(torch_cuda, channels_last):
+    """Issue #15 item 8: forward, backward (also of an expanded grad_y), no-grad pool and jvp take their
+    outputs from torch; a CuPy allocator that refuses every request must never be called."""
+    import softpool_nd.torch as spt
+
+    torch = torch_cuda
+    x = _torch_case(torch, torch.float32, channels_last, seed=4)
+
+    def run():
+        y = spt.soft_pool(x, 3, 2, 1)
+        (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        (g_sum,) = torch.autograd.grad(spt.soft_pool(x, 3, 2, 1).sum(), x)  # grad_y expanded (strides 0)
+        with torch.no_grad():
+            p = spt.soft_pool(x, 3, 2, 1)
+        _, dy = torch.func.jvp(lambda a: spt.soft_pool(a, 3, 2, 1), (x.detach(),), (torch.ones_like(x),))
+        return y, g, g_sum, p, dy
+
+    want = run()  # first call: compile and load (allowed to allocate)
+    torch.cuda.synchronize()
+
+    def refuse(size):
+        raise AssertionError(f"CuPy was asked for {size} bytes inside a softpool_nd.torch op")
+
+    cp.cuda.set_allocator(refuse)
+    try:
+        got = run()
+    finally:
+        cp.cuda.set_allocator(cp.get_default_memory_pool().malloc)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(got[2], got[1])
+    torch.testing.assert_close(got[4], torch.ones_like(got[4]))  # pooling is shift-equivariant
+
+
+def test_gpu_cuda_torch_graph_capture_of_pool_and_jvp(torch_cuda):
+    """The no-grad pool and forward-mode jvp captured in a CUDA graph; replays recompute from new data."""
+    import softpool_nd.torch as spt
+
+    torch = torch_cuda
+    static_x = _torch_case(torch, torch.float32, seed=5).detach()
+    static_dx = torch.randn_like(static_x)
+
+    def step():
+        with torch.no_grad():
+            p = spt.soft_pool(static_x, 3, 2, 1)
+        _, dy = torch.func.jvp(lambda a: spt.soft_pool(a, 3, 2, 1), (static_x,), (static_dx,))
+        return p, dy
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up outside capture: compile, load, allocator
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_p, static_dy = step()
+    for seed in (6, 7):
+        new = _torch_case(torch, torch.float32, seed=seed).detach()
+        static_x.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        p, dy = spt.soft_pool(new, 3, 2, 1), torch.func.jvp(lambda a: spt.soft_pool(a, 3, 2, 1), (new,),
+                                                             (static_dx,))[1]
+        torch.testing.assert_close(static_p, p)
+        torch.testing.assert_close(static_dy, dy)

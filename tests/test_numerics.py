@@ -20,13 +20,16 @@ def _central_differences(f, x, h):
     return g
 
 
-@pytest.mark.parametrize("dtype", _HALF_AND_SINGLE + (np.float64,))
-@pytest.mark.parametrize("beta, y_want, g_want", [
+_HUGE_BETAS = [
     (1e30, [1, 0], [0, 1, 0, 1]),
     (-1e30, [0, -1], [1, 0, 1, 0]),
     (3e38, [1, 0], [0, 1, 0, 1]),  # the largest float32 betas
     (-3e38, [0, -1], [1, 0, 1, 0]),
-])
+]
+
+
+@pytest.mark.parametrize("dtype", _HALF_AND_SINGLE + (np.float64,))
+@pytest.mark.parametrize("beta, y_want, g_want", _HUGE_BETAS)
 def test_huge_beta_is_the_limit_max_or_min_pooling(dtype, beta, y_want, g_want):
     # issue #13 item 5: beta rounded to inf in float32 gave 0 * inf = nan
     x = np.array([0, 1, -1, 0], dtype)
@@ -112,11 +115,15 @@ _CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape, kw", _CASES)
-@pytest.mark.parametrize("dtype, scale, beta", [
+# (dtype, scale of x, beta) with beta * x beyond the accumulation dtype
+_OVERFLOWS = [
     (np.float32, 1e37, 100.0), (np.float32, 1e37, -100.0), (np.float16, 1e2, 1e36),
     (np.float64, 1e306, 1e5), (np.float64, 1.0, -1e308),
-])
+]
+
+
+@pytest.mark.parametrize("shape, kw", _CASES)
+@pytest.mark.parametrize("dtype, scale, beta", _OVERFLOWS)
 def test_overflowing_products_match_the_float64_oracle(shape, kw, dtype, scale, beta):
     # beta * x beyond the accumulation dtype in most cells (the oracle's float64
     # holds the float32 ones): every kernel class, forward and backward, both

@@ -13,9 +13,13 @@ from __future__ import annotations
 from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
 from .launch import launch_backward, launch_forward, launch_jvp
 
-__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16"]
+__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16", "takes_out"]
 
 name = "gpu"
+
+#: forward takes ``lse_out``, backward and jvp ``out``: the kernels write preallocated outputs (torch's, for
+#: CUDA graph capture), so a call with every output given allocates nothing (see softpool_nd._dispatch).
+takes_out = True
 
 
 class Backend:
@@ -29,34 +33,41 @@ class Backend:
         """``a``, or a contiguous copy when a stride is not a whole number of elements."""
         return a if element_strides(a) is not None else self.xp.ascontiguousarray(a)
 
-    def forward(self, x, geom, beta, acc_dtype, out=None, with_lse=True):
-        """Return (y, lse) for a float16/32/64 (or bfloat16) array ``x``; ``y`` is ``out`` when given.
+    def forward(self, x, geom, beta, acc_dtype, out=None, with_lse=True, lse_out=None):
+        """Return (y, lse) for a float16/32/64 (or bfloat16) array ``x``; ``y`` is ``out`` and lse
+        ``lse_out`` when given.
 
         With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
-        Everything happens on the device holding ``x``.
+        Outputs in the layout of the result (output shape ordered in memory like ``x``) are written
+        by the kernel; others are filled by a copy. Everything happens on the device holding ``x``.
         """
         with self.launcher.device_of(x):
-            return self._forward(x, geom, beta, acc_dtype, out, with_lse)
+            return self._forward(x, geom, beta, acc_dtype, out, with_lse, lse_out)
 
-    def _forward(self, x, geom, beta, acc_dtype, out, with_lse):
+    def _forward(self, x, geom, beta, acc_dtype, out, with_lse, lse_out):
         x = self._whole(x)
         ys = layout_strides(geom.out_shape, x.strides)
-        direct = out is not None and _same_layout(out, ys)
-        y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype, self.xp)
-        lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype, self.xp) if with_lse else None
+        y = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
+        lse = self._target(lse_out, ys, geom.out_shape, x.strides, acc_dtype) if with_lse or lse_out is not None else None
         tab = loop_table(geom, element_strides(x), ys)
         launch_forward(self.launcher, x, y, lse, tab, beta, acc_dtype)
-        if out is not None and not direct:
-            out[...] = y
-            y = out
-        return y, lse
+        return _filled(out, y), _filled(lse_out, lse)
 
-    def backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact):
-        """Return grad_x for ``x``, on its device; grad_y, y and lse are output-shaped arrays."""
+    def _target(self, out, strides, shape, like_strides, dtype):
+        """``out`` when the kernel can write it with element ``strides``, else a new array in that layout."""
+        if out is not None and _same_layout(out, strides):
+            return out
+        return empty_like_layout(shape, like_strides, dtype, self.xp)
+
+    def backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact, out=None):
+        """Return grad_x for ``x``, on its device; grad_y, y and lse are output-shaped arrays.
+
+        ``out`` (x's shape and dtype, any layout of whole-element strides) is written by the kernel.
+        """
         with self.launcher.device_of(x):
-            return self._backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact)
+            return self._backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact, out)
 
-    def _backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+    def _backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact, out):
         x = self._whole(x)
         ys = layout_strides(geom.out_shape, x.strides)
 
@@ -69,33 +80,46 @@ class Backend:
             return b
 
         gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
-        gx = empty_like_layout(x.shape, x.strides, x.dtype, self.xp)
+        # the kernel writes grad_x with strides of its own (column GS): any out with whole-element strides
+        gx = out if out is not None and element_strides(out) is not None else empty_like_layout(
+            x.shape, x.strides, x.dtype, self.xp)
         tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
         launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
-        return gx
+        return _filled(out, gx)
 
-    def jvp(self, dx, x, y, lse, geom, beta, acc_dtype):
-        """Return dy, the derivative of y along ``dx`` (x-shaped), on x's device; y and lse output-shaped."""
+    def jvp(self, dx, x, y, lse, geom, beta, acc_dtype, out=None):
+        """Return dy, the derivative of y along ``dx`` (x-shaped), on x's device; y and lse output-shaped.
+
+        ``out`` in the layout of the result is written by the kernel, any other is filled by a copy.
+        """
         with self.launcher.device_of(x):
-            return self._jvp(dx, x, y, lse, geom, beta, acc_dtype)
+            return self._jvp(dx, x, y, lse, geom, beta, acc_dtype, out)
 
-    def _jvp(self, dx, x, y, lse, geom, beta, acc_dtype):
+    def _jvp(self, dx, x, y, lse, geom, beta, acc_dtype, out):
         x = self._whole(x)
         if not _same_layout(dx, element_strides(x)):
             # the kernel reads dx with x's offsets: give both one dense layout
             x, dx = (self._copy(a, x.shape, x.strides) for a in (x, dx))
         ys = layout_strides(geom.out_shape, x.strides)
         y, lse = (a if _same_layout(a, ys) else self._copy(a, geom.out_shape, x.strides) for a in (y, lse))
-        dy = empty_like_layout(geom.out_shape, x.strides, x.dtype, self.xp)
+        dy = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
         tab = loop_table(geom, element_strides(x), ys)
         launch_jvp(self.launcher, dx, x, y, lse, dy, tab, beta, acc_dtype)
-        return dy
+        return _filled(out, dy)
 
     def _copy(self, a, shape, like_strides):
         """``a`` copied into the dense layout ordered like ``like_strides``."""
         b = empty_like_layout(shape, like_strides, a.dtype, self.xp)
         b[...] = a
         return b
+
+
+def _filled(out, result):
+    """``out`` holding ``result`` (a copy unless the kernel wrote ``out`` itself); ``result`` without out."""
+    if out is None or out is result:
+        return result
+    out[...] = result
+    return out
 
 
 def _same_layout(a, strides):
@@ -117,9 +141,9 @@ def _cuda():
     return _CUDA
 
 
-def jvp(dx, x, y, lse, geom, beta, acc_dtype):
+def jvp(dx, x, y, lse, geom, beta, acc_dtype, out=None):
     """Backend interface: :meth:`Backend.jvp` on CuPy's current device and stream."""
-    return _cuda().jvp(dx, x, y, lse, geom, beta, acc_dtype)
+    return _cuda().jvp(dx, x, y, lse, geom, beta, acc_dtype, out)
 
 
 def device_of(x):
@@ -143,11 +167,11 @@ def __getattr__(attr):
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
+def forward(x, geom, beta, acc_dtype, out=None, with_lse=True, lse_out=None):
     """Backend interface: :meth:`Backend.forward` on CuPy's current device and stream."""
-    return _cuda().forward(x, geom, beta, acc_dtype, out, with_lse)
+    return _cuda().forward(x, geom, beta, acc_dtype, out, with_lse, lse_out)
 
 
-def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
+def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact, out=None):
     """Backend interface: :meth:`Backend.backward` on CuPy's current device and stream."""
-    return _cuda().backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact)
+    return _cuda().backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact, out)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._dtypes import accumulation_dtype, bfloat16
-from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
+from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
 
 __all__ = [
     "MAX_DIMS", "NDIVS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations", "magic",
@@ -29,10 +29,10 @@ SOURCE_DIR = Path(__file__).resolve().parent
 #: Most loop-table rows a kernel accepts; SP_MAX_DIMS in softpool.cu.
 MAX_DIMS = 16
 
-#: Divisors given a magic number per row, in softpool.cu's DIV_* order: O, L, S, D and D / gcd(S, D).
-NDIVS = 5
+#: Divisors given a magic number per row, in softpool.cu's DIV_* order: O, L, S, D, D / gcd(S, D) and YS.
+NDIVS = 6
 
-#: The kernels' LoopTable struct, passed by value (about 2.5 KB of the 4 KB CUDA allows for parameters).
+#: The kernels' LoopTable struct, passed by value (about 2.8 KB of the 4 KB CUDA allows for parameters).
 TABLE_DTYPE = np.dtype([
     ("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS)), ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
     ("every", np.int64, (MAX_DIMS,)),
@@ -68,7 +68,7 @@ def _forward_name(t, a, i, w):
 
 
 def _backward_name(t, a, i, overlap, w):
-    return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}, {w if overlap else 1}>"
+    return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}, {w}>"
 
 
 def _jvp_name(t, a, i, w):
@@ -87,8 +87,7 @@ def instantiations(bf16):
     for t, a, _ in kernel_types(bf16).values():
         for i in _INDEX.values():
             names.extend(_forward_name(t, a, i, w) for w in WIDTHS)
-            names.append(_backward_name(t, a, i, False, 1))
-            names.extend(_backward_name(t, a, i, True, w) for w in WIDTHS)
+            names.extend(_backward_name(t, a, i, overlap, w) for overlap in (False, True) for w in WIDTHS)
             names.extend(_jvp_name(t, a, i, w) for w in WIDTHS)
     return names
 
@@ -172,7 +171,8 @@ def pack_table(tab, shape, index="long long"):
     for a, row in enumerate(tab):
         every = int(row[D]) // math.gcd(int(row[S]), int(row[D]))
         packed["every"][0, a] = every
-        packed["div"][0, a] = [magic(v, bits) for v in (row[O], row[L], row[S], row[D], every)]
+        # YS of a row with one output position is never divided by (and may be 0)
+        packed["div"][0, a] = [magic(v, bits) for v in (row[O], row[L], row[S], row[D], every, max(int(row[YS]), 1))]
     return packed
 
 

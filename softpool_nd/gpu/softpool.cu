@@ -6,10 +6,12 @@
 // The table travels by value in a fixed-size struct, so a launch needs no
 // device allocation; launch.py refuses tables with more than SP_MAX_DIMS rows.
 //
-// The arithmetic is that of softpool_nd/cpu/kernels.py, operation for
-// operation: z = beta*x (0 when beta == 0), m = max z with ref = x at the
-// maximum (0 when not finite), e = 1 if z == m else exp(z - m),
-// y = ref + sum(e*(x - ref)) / sum(e), lse = m + log(sum(e)).
+// The arithmetic follows NUMERICS.md (the rules the CPU kernels in
+// softpool_nd/cpu/ follow too): m is the window's maximiser of beta*x, found
+// by comparison, weights e = exp(beta*(x - m)), y = m + sum(e*(x - m)) / sum(e),
+// lse = beta*m + log(sum(e)); beta == 0 is the plain mean. The backward and
+// the jvp take exp(beta*x - lse) only where that cannot have overflowed,
+// and the forward's weights elsewhere.
 //
 // No shared memory, no warp intrinsics and no atomics: every thread owns its
 // output cell, so the host shim can run the grid thread by thread and the
@@ -42,9 +44,10 @@
 enum { COL_L, COL_O, COL_K, COL_S, COL_D, COL_P, COL_XS, COL_YS, COL_GS, SP_NCOLS };
 
 // Divisors with a magic number per row (checked by tests/test_gpu_host.py):
-// output length, input length, stride, dilation, and the period D / gcd(S, D)
-// at which the windows holding a cell recur.
-enum { DIV_O, DIV_L, DIV_S, DIV_D, DIV_E, SP_NDIVS };
+// output length, input length, stride, dilation, the period D / gcd(S, D)
+// at which the windows holding a cell recur, and the output stride YS (to
+// read a window's position back from its output offset).
+enum { DIV_O, DIV_L, DIV_S, DIV_D, DIV_E, DIV_Y, SP_NDIVS };
 
 struct LoopTable {
     long long ndim;
@@ -169,26 +172,127 @@ template <typename A> struct SpSum {
     __device__ __forceinline__ A value() const { return (A)(total + (double)block); }
 };
 
+// Adds window o of table row a to win: its first cell to xbase, its number of
+// real (non-padding) cells along the row to count.
+template <typename I, int W>
+__device__ __forceinline__ void sp_axis(const LoopTable& tab, int a, I o, Slots<I, W>& win, I& xbase, I& count) {
+    const long long* r = tab.r[a];
+    const I D = (I)r[COL_D], XS = (I)r[COL_XS];
+    const I start = o * (I)r[COL_S] - (I)r[COL_P];
+    I lo, hi;
+    sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
+    xbase += (start + lo * D) * XS;
+    count *= hi - lo;
+    win.add(hi - lo, D * XS);
+}
+
 // The window of output cell idx: its cells (win, from xbase) and its output offset ybase.
 template <typename I, int W>
 __device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, W>& win, I& xbase, I& ybase) {
     win.clear();
-    I rem = idx;
+    I rem = idx, count = 1;
     xbase = 0;
     ybase = 0;
     for (int a = (int)tab.ndim - 1; a >= 0; --a) {
-        const long long* r = tab.r[a];
-        const I O = (I)r[COL_O], S = (I)r[COL_S], D = (I)r[COL_D], XS = (I)r[COL_XS];
         const I q = sp_div(rem, tab.div[a][DIV_O]);
-        const I o = rem - q * O;
+        const I o = rem - q * (I)tab.r[a][COL_O];
         rem = q;
-        ybase += o * (I)r[COL_YS];
-        const I start = o * S - (I)r[COL_P];
-        I lo, hi;
-        sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
-        xbase += (start + lo * D) * XS;
-        win.add(hi - lo, D * XS);
+        ybase += o * (I)tab.r[a][COL_YS];
+        sp_axis<I, W>(tab, a, o, win, xbase, count);
     }
+}
+
+// The window at output offset at (output-shaped arrays are dense, strides YS):
+// its cells (win, from xbase) and its number of real cells.
+template <typename I, int W>
+__device__ __forceinline__ void sp_window_at(const LoopTable& tab, I at, Slots<I, W>& win, I& xbase, I& count) {
+    win.clear();
+    xbase = 0;
+    count = 1;
+    for (int a = (int)tab.ndim - 1; a >= 0; --a) {
+        const I O = (I)tab.r[a][COL_O];
+        I o = 0;
+        if (O > 1) {
+            const I q = sp_div(at, tab.div[a][DIV_Y]);
+            o = q - sp_div(q, tab.div[a][DIV_O]) * O;
+        }
+        sp_axis<I, W>(tab, a, o, win, xbase, count);
+    }
+}
+
+// The weight exp(beta*(v - m)) of a cell with value v != m (not NaN) for the
+// window's maximiser m of beta*x, and its moment e*(v - m): where v - m
+// overflowed, beta*v - beta*m (finite for |beta| < 1, else the weight is 0).
+template <typename A>
+__device__ __forceinline__ A sp_weight(A v, A m, A beta, A& moment) {
+    const A d = v - m;
+    const bool finite = sp_finite(d);
+    const A e = sp_exp(finite ? beta * d : beta * v - beta * m);
+    moment = finite ? e * d : e * v - e * m;
+    return e;
+}
+
+// NUMERICS.md rules 2, 3 and 5 for one window (beta != 0): its maximiser m of
+// beta*x (found by comparison), s = sum of the weights exp(beta*(x - m)) in
+// (0, 1] and t = sum of e*(x - m), terms with e == 0 skipped; NaN propagates.
+template <typename T, typename A, typename I, int W>
+__device__ __forceinline__ void sp_stats(const T* __restrict__ x, const Slots<I, W>& win, I xbase, A beta, A& m,
+                                         SpSum<A>& s, SpSum<A>& t) {
+    const A zero = A(0);
+    m = sp_acc(x[xbase]);
+    auto extreme = [&](I off) {
+        const A v = sp_acc(x[off]);
+        if (beta > zero ? v > m : v < m) m = v;
+    };
+    Walk<W>::run(win, xbase, extreme);
+    auto sum = [&](I off) {
+        const A v = sp_acc(x[off]);
+        if (v != v) {  // NaN propagates to y and lse
+            s.add(v);
+            t.add(v);
+            return;
+        }
+        if (v == m) {  // e = 1 and x - m = 0 (also for an infinite m)
+            s.add(A(1));
+            return;
+        }
+        A moment;
+        const A e = sp_weight(v, m, beta, moment);
+        if (e > zero) {
+            s.add(e);
+            t.add(moment);
+        }
+    };
+    Walk<W>::run(win, xbase, sum);
+}
+
+// The forward's weight of a cell with value v in the window at output offset
+// at, for the backward where exp(beta*x - lse) may have overflowed (NUMERICS.md
+// rule 4): the window's cells are walked again as the forward walks them.
+template <typename T, typename A, typename I, int W>
+__device__ __forceinline__ A sp_fallback_weight(const T* __restrict__ x, const LoopTable& tab, I at, A v, A beta) {
+    Slots<I, W> win;
+    I xbase, count;
+    sp_window_at<I, W>(tab, at, win, xbase, count);
+    A m;
+    SpSum<A> s, t;
+    sp_stats<T, A, I, W>(x, win, xbase, beta, m, s, t);
+    A moment;
+    const A e = v == m ? A(1) : v != v ? v : sp_weight(v, m, beta, moment);
+    return e / s.value();
+}
+
+// True when exp(beta*x - lse) is the weight of every finite x of a window with
+// this lse (softpool_nd.cpu.kernels._lse_ok): always for |beta| <= 1, where
+// beta*x and lse cannot overflow; otherwise lse must be finite and far enough
+// from -inf that a beta*x overflowed to -inf has weight 0.
+template <typename A> __device__ __forceinline__ bool sp_lse_ok(A l, A beta) {
+    return !(beta > A(1) || beta < A(-1)) || (l > A(-1e38) && sp_finite(l));
+}
+
+// 1 + beta*(v - y) on halved values, as the CPU kernels take it: v/2 - y/2 cannot overflow.
+template <typename A> __device__ __forceinline__ A sp_bracket(A v, A yw, A beta) {
+    return A(1) + beta * (v * A(0.5) - yw * A(0.5)) * A(2);
 }
 
 template <typename T, typename A, typename I, int W>
@@ -201,58 +305,37 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
         Slots<I, W> win;
         I xbase, ybase;
         sp_window<I, W>(tab, idx, win, xbase, ybase);
-        // NUMERICS.md rules 2, 3 and 5: m is the window's extreme (the maximiser
-        // of beta*x, found by comparison); weights exp(beta*(x - m)) lie in (0, 1].
-        A m = sp_acc(x[xbase]);
-        if (beta != zero) {
-            auto extreme = [&](I off) {
-                const A v = sp_acc(x[off]);
-                if (beta > zero ? v > m : v < m) m = v;
+        if (beta == zero) {  // the plain mean: sum, then divide by the count
+            SpSum<A> s, t;
+            auto mean = [&](I off) {
+                s.add(A(1));
+                t.add(sp_acc(x[off]));
             };
-            Walk<W>::run(win, xbase, extreme);
-        }
-        SpSum<A> s, t;
-        auto sum = [&](I off) {
-            const A v = sp_acc(x[off]);
-            if (beta == zero) {  // the plain mean: sum, then divide by the count
-                s.add(A(1));
-                t.add(v);
-                return;
-            }
-            if (v != v) {  // NaN propagates to y and lse
-                s.add(v);
-                t.add(v);
-                return;
-            }
-            if (v == m) {  // e = 1 and x - m = 0 (also for an infinite m)
-                s.add(A(1));
-                return;
-            }
-            const A d = v - m;
-            const bool finite = sp_finite(d);
-            // where x - m overflowed, beta*x - beta*m (finite for |beta| < 1, else the weight is 0)
-            const A e = sp_exp(finite ? beta * d : beta * v - beta * m);
-            if (e > zero) {
-                s.add(e);
-                t.add(finite ? e * d : e * v - e * m);
-            }
-        };
-        Walk<W>::run(win, xbase, sum);
-        const A total = s.value();
-        if (beta == zero) {
+            Walk<W>::run(win, xbase, mean);
+            const A total = s.value();
             y[ybase] = Store<T>::from(t.value() / total);
             if (lse != nullptr) lse[ybase] = sp_log(total);
-        } else {
-            y[ybase] = Store<T>::from(m + t.value() / total);
-            if (lse != nullptr) lse[ybase] = beta * m + sp_log(total);  // null: pool() asked for y only
+            continue;
         }
+        A m;
+        SpSum<A> s, t;
+        sp_stats<T, A, I, W>(x, win, xbase, beta, m, s, t);
+        const A total = s.value();
+        y[ybase] = Store<T>::from(m + t.value() / total);
+        if (lse != nullptr) lse[ybase] = beta * m + sp_log(total);  // null: pool() asked for y only
     }
 }
 
 // Backward, one thread per input cell, gathering over the windows that hold it.
 // Overlap false is the fast path for windows that never share a cell
 // (stride >= dilated span on every axis): at most one window per cell, no
-// loops (W is unused there and instantiated as 1).
+// loop over windows. W bounds the window dimensions the rare paths walk
+// (the forward's weights where lse may have overflowed).
+//
+// grad_x_j = sum over windows w holding j of w_j * gy_w * (1 + beta*(x_j - y_w))
+// (the bracket for the exact gradient only), w_j = exp(beta*x_j - lse_w) where
+// sp_lse_ok, else the forward's weight (NUMERICS.md rule 4); beta == 0 is the
+// mean's derivative, gy_w / count_w (rule 2).
 template <typename T, typename A, typename I, bool Overlap, int W>
 __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ y,
                                   const A* __restrict__ lse, T* __restrict__ gx, const LoopTable tab,
@@ -266,7 +349,7 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
         Slots<I, W> wins;
         wins.clear();
         bool any = true;
-        I rem = idx, xbase = 0, gbase = 0, ybase = 0;
+        I rem = idx, xbase = 0, gbase = 0, ybase = 0, count = 1;
         for (int a = nd - 1; a >= 0; --a) {
             const long long* r = tab.r[a];
             const I L = (I)r[COL_L], O = (I)r[COL_O], K = (I)r[COL_K], S = (I)r[COL_S], D = (I)r[COL_D],
@@ -283,6 +366,11 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
                 const I off = t - tS * S;
                 any = any && tS < O && off == sp_div(off, f[DIV_D]) * D && off <= (K - 1) * D;
                 ybase += tS * YS;
+                if (beta == zero) {  // the window's real cells along this row
+                    I lo, hi;
+                    sp_clip<I>(tS * S - P, K, D, L, f[DIV_D], lo, hi);
+                    count *= hi - lo;
+                }
                 continue;
             }
             // windows o with o*S <= t <= o*S + (K-1)*D and (t - o*S) % D == 0
@@ -306,12 +394,24 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
         A g = zero;
         if (any) {
             const A v = sp_acc(x[xbase]);
-            const A z = beta != zero ? v * beta : zero;
+            const A z = beta * v;
             auto gather = [&](I w_at) {
-                const A w = sp_exp(z - lse[w_at]);
+                const A gw = sp_acc(gy[w_at]);
+                if (beta == zero) {
+                    I n = count;
+                    if (Overlap) {
+                        Slots<I, 1> none;
+                        I first;
+                        sp_window_at<I, 1>(tab, w_at, none, first, n);
+                    }
+                    g += gw / A(n);
+                    return;
+                }
+                const A l = lse[w_at];
+                const A w = sp_lse_ok(l, beta) ? sp_exp(z - l) : sp_fallback_weight<T, A, I, W>(x, tab, w_at, v, beta);
                 if (w != zero) {
-                    A term = w * sp_acc(gy[w_at]);
-                    if (bracket) term *= A(1) + beta * (v - sp_acc(y[w_at]));
+                    A term = w * gw;
+                    if (bracket) term *= sp_bracket(v, sp_acc(y[w_at]), beta);
                     g += term;
                 }
             };
@@ -323,11 +423,14 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
 }
 
 // Forward-mode derivative, one thread per output cell (dx shares x's layout):
-// dy_W = sum_i w_i (1 + beta (x_i - y_W)) dx_i with w_i = exp(beta x_i - lse_W),
-// the mean of dx over the window for beta == 0. Where lse_W overflowed the
-// weights come from the window's extreme value m instead (the maximiser of
-// beta*x, found by comparison), w_i = exp(beta (x_i - m)) / sum_j exp(beta (x_j - m)),
-// the limit of the same formula (NUMERICS.md rule 4); terms with w_i == 0 are skipped.
+// dy_W = sum_i w_i (1 + beta (x_i - y_W)) dx_i with w_i = exp(beta x_i - lse_W)
+// (the bracket on halved values), the mean of dx over the window's real cells
+// for beta == 0. Where lse_W or some beta*x_i may have overflowed (NUMERICS.md
+// rule 4) the weights are the forward's, from the window's maximiser m of
+// beta*x: with a_i = beta (x_i - m) (beta*x_i - beta*m where x_i - m
+// overflowed) and e_i = exp(a_i), beta (y - m) = sum(e a) / sum(e) and
+// dy = sum e (1 + a - sum(e a)/sum(e)) dx / sum(e), every term finite; terms
+// with e_i == 0 are skipped (softpool_nd.cpu.jvp does the same).
 template <typename T, typename A, typename I, int W>
 __global__ void softpool_jvp(const T* __restrict__ dx, const T* __restrict__ x, const T* __restrict__ y,
                              const A* __restrict__ lse, T* __restrict__ dy, const LoopTable tab, const A beta,
@@ -346,28 +449,48 @@ __global__ void softpool_jvp(const T* __restrict__ dx, const T* __restrict__ x, 
                 count += one;
             };
             Walk<W>::run(win, xbase, mean);
-            acc /= count;
-        } else {
-            const A yw = sp_acc(y[ybase]), l = lse[ybase];
-            A shift = l, m = sp_acc(x[xbase]), scale = one;
-            const bool direct = sp_finite(l);
-            if (!direct) {
-                auto extreme = [&](I off) {
-                    const A v = sp_acc(x[off]);
-                    if (beta > zero ? v > m : v < m) m = v;
-                };
-                Walk<W>::run(win, xbase, extreme);
-                A s = zero;
-                auto total = [&](I off) { s += sp_exp(beta * (sp_acc(x[off]) - m)); };
-                Walk<W>::run(win, xbase, total);
-                scale = one / s;
-            }
+            dy[ybase] = Store<T>::from(acc / count);
+            continue;
+        }
+        const A yw = sp_acc(y[ybase]), l = lse[ybase];
+        bool direct = sp_finite(l);  // as softpool_nd.cpu.jvp: lse and every beta*x finite
+        if (direct) {
             auto tangent = [&](I off) {
                 const A v = sp_acc(x[off]);
-                const A w = direct ? sp_exp(beta * v - shift) : sp_exp(beta * (v - m)) * scale;
-                if (w != zero) acc += w * (one + beta * (v - yw)) * sp_acc(dx[off]);
+                const A z = beta * v;
+                direct = direct && sp_finite(z);
+                const A w = sp_exp(z - l);
+                if (w != zero) acc += w * sp_bracket(v, yw, beta) * sp_acc(dx[off]);
             };
             Walk<W>::run(win, xbase, tangent);
+        }
+        if (!direct) {
+            A m = sp_acc(x[xbase]);
+            auto extreme = [&](I off) {
+                const A v = sp_acc(x[off]);
+                if (beta > zero ? v > m : v < m) m = v;
+            };
+            Walk<W>::run(win, xbase, extreme);
+            A s = zero, sa = zero, sb = zero, sc = zero;
+            auto limit = [&](I off) {
+                const A v = sp_acc(x[off]);
+                A e = one, a = zero;
+                if (v != m) {
+                    a = v - m;
+                    a = sp_finite(a) ? beta * a : beta * v - beta * m;
+                    // a <= 0 by the choice of m; NaN (an overflowed beta*v - beta*m) is the limit weight 0
+                    e = a <= zero ? sp_exp(a) : zero;
+                }
+                if (e > zero) {
+                    const A d = sp_acc(dx[off]);
+                    s += e;
+                    sa += e * d;
+                    sb += e * a;
+                    sc += e * a * d;
+                }
+            };
+            Walk<W>::run(win, xbase, limit);
+            acc = (sa + sc - sb / s * sa) / s;
         }
         dy[ybase] = Store<T>::from(acc);
     }
