@@ -109,7 +109,8 @@ def table(shape, channels_last, t):
     n = int(np.prod(shape))
     bw = 2 * 4 * n / t["np_copyto"]  # bytes/s of the preallocated copy
     name = f"{shape} {'channels_last' if channels_last else 'NCHW'}"
-    lines = [f"### {name}", "", "| row | ms | / step | GB/s (min bytes) | % of copy bandwidth |", "|---|---|---|---|---|"]
+    lines = [f"### {name}", "", "| row | ms | / step | GB/s (min bytes) | % of copy bandwidth |",
+             "|---|---|---|---|---|"]
     for k in ("step", "fwd_kernel", "bwd_kernel", "kernels", "adapter", "compiled", "eager", "pool", "no_grad",
               "np_copyto", "np_copy", "clone", "np_exp", "torch_exp"):
         b = BYTES_PER_ELEMENT.get(k)

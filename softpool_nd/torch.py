@@ -361,7 +361,7 @@ _NUMPY_DTYPES = frozenset((torch.float16, torch.float32, torch.float64))
 
 
 def _plain(t):
-    """Whether CPU tensor memory ``t`` may go to the kernels as ``t.numpy()``: nothing traces, transforms or watches it."""
+    """Whether CPU tensor ``t`` may go to the kernels as ``t.numpy()``: nothing traces, transforms or watches it."""
     # first what torch.compile folds to a constant: dynamo cannot trace the checks after it
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or type(t) not in (torch.Tensor, torch.nn.Parameter):
         return False

@@ -331,13 +331,13 @@ def test_eager_cpu_calls_skip_the_operators_with_the_same_results(monkeypatch, l
 def test_eager_cpu_no_grad_call_computes_no_lse(monkeypatch):
     from softpool_nd.cpu import backend
 
-    seen = []
+    calls = []
     real = backend.forward
-    monkeypatch.setattr(backend, "forward", lambda *a, **k: seen.append(k.get("with_lse", True)) or real(*a, **k))
+    monkeypatch.setattr(backend, "forward", lambda *a, **k: calls.append(k.get("with_lse", True)) or real(*a, **k))
     x = _x((1, 2, 6, 6), torch.float32)
     spt.soft_pool2d(x, 2)
     spt.soft_pool2d(x.requires_grad_(True), 2)
-    assert seen == [False, True]
+    assert calls == [False, True]
 
 
 def test_compile_dynamic_shapes_and_recompiles_at_a_new_size():
