@@ -30,8 +30,9 @@ import numbers
 import numpy as np
 import torch
 import torch.autograd.forward_ad as _forward_ad
+import torch.utils._python_dispatch as _python_dispatch
 
-from ._api import backward, forward, jvp, output_shape, pool
+from ._api import _prepare, backward, forward, jvp, output_shape, pool
 from ._geometry import normalize_args
 from ._loops import layout_order
 
@@ -262,13 +263,15 @@ for _op, _n in ((_forward_op, 1), (_pool_op, 1), (_backward_op, 4), (_jvp_op, 4)
 def _setup_context(ctx, inputs, output):
     y, lse = output
     ctx.mark_non_differentiable(lse)
+    # lse's gradient would otherwise arrive as a zero-filled tensor a quarter of x's size (k2s2), every step
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(inputs[0], y, lse)
     ctx.params = inputs[1:]
 
 
 def _autograd_backward(ctx, grad_y, grad_lse):
     x, y, lse = ctx.saved_tensors
-    grad_x = _Backward.apply(grad_y, x, y, lse, _Params(ctx.params))
+    grad_x = None if grad_y is None else _Backward.apply(grad_y, x, y, lse, _Params(ctx.params))
     return (grad_x,) + (None,) * len(ctx.params)
 
 
@@ -317,17 +320,22 @@ class _SoftPool(torch.autograd.Function):
         x, params = inputs
         y, lse = output
         ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)  # as in _setup_context
         ctx.save_for_backward(x, y, lse)
         ctx.save_for_forward(x, y, lse)
         ctx.params = params
 
     @staticmethod
     def backward(ctx, grad_y, grad_lse):
+        if grad_y is None:
+            return None, None
         x, y, lse = ctx.saved_tensors
         return _Backward.apply(grad_y, x, y, lse, ctx.params), None
 
     @staticmethod
     def jvp(ctx, dx, _):
+        if dx is None:  # not materialized (setup_context)
+            return None, None
         *args, gradient = ctx.params.args
         if gradient != "exact":
             # reverse mode would give the paper's rule and forward mode the true derivative: jacfwd != jacrev
@@ -365,10 +373,102 @@ def _needs_derivative(x):
     return _forward_ad._current_level >= 0 or torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
+#: Checked arguments of recent eager CPU calls, by (shape, dtype, operator arguments): a training loop
+#: repeats a few of them, and the dispatcher, DLPack and the core API's checks cost more than the
+#: kernels on small maps (issue #14).
+_PLANS = {}
+_PLANS_MAX = 1024
+#: dtypes that torch and NumPy share, so that the kernels can run on ``Tensor.numpy()`` views.
+_NUMPY_DTYPES = frozenset((torch.float16, torch.float32, torch.float64))
+
+
+def _plain(t):
+    """Whether CPU tensor ``t`` may go to the kernels as ``t.numpy()``: nothing traces, transforms or watches it."""
+    # first what torch.compile folds to a constant: dynamo cannot trace the checks after it
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or type(t) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    # the dispatch keys of dense CPU memory and nothing else: no vmap level (torch.func's or gradcheck's
+    # batched gradients), no lazy negation, no Python dispatch
+    keys = torch._C._dispatch_keys(t)
+    return (
+        (keys == _CPU_KEYS or keys == _CPU_INFERENCE_KEYS)
+        and not torch._C._is_torch_function_mode_enabled() and not _python_dispatch.is_in_torch_dispatch_mode()
+    )
+
+
+_CPU_KEYS = torch._C._dispatch_keys(torch.empty(0))
+with torch.inference_mode():
+    _CPU_INFERENCE_KEYS = torch._C._dispatch_keys(torch.empty(0))
+
+
+def _cpu_plan(x, params):
+    """(geometry, beta, accumulation dtype, backend) for running ``x`` directly on the CPU kernels, or None.
+
+    None where the operators must run: CUDA tensors, tensor subclasses,
+    dtypes NumPy lacks, empty outputs, and whenever something watches or
+    transforms the call (torch.compile, tracing, dispatch and function
+    modes, torch.func, forward AD). Otherwise the checks are the core API's
+    own (:func:`softpool_nd._api._prepare`), made once per key.
+    """
+    if not _plain(x) or x.dtype not in _NUMPY_DTYPES or _forward_ad._current_level >= 0:
+        return None
+    key = (tuple(x.shape), x.dtype, *(tuple(p) if type(p) is list else p for p in params))
+    try:
+        return _PLANS[key]
+    except KeyError:
+        pass
+    xn = x.detach().numpy()
+    _, geom, dtype, acc_dtype, beta, backend = _prepare(xn, beta=params[7], **_geometry_kwargs(*params[:7]))
+    plan = None if dtype != xn.dtype or 0 in geom.out_shape + geom.in_shape else (geom, beta, acc_dtype, backend)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+class _EagerSoftPool(torch.autograd.Function):
+    """Eager reverse mode on CPU tensors with the kernels called directly on NumPy views (``_cpu_plan``).
+
+    ``apply(x, operator arguments, plan)`` returns (y, lse). A backward that
+    records a graph (``create_graph=True``) takes ``_Backward``, which says
+    that second derivatives are not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, x, params, plan):
+        geom, beta, acc_dtype, backend = plan
+        y, lse = backend.forward(x.detach().numpy(), geom, beta, acc_dtype)
+        y, lse = torch.from_numpy(y), torch.from_numpy(lse)
+        ctx.mark_non_differentiable(lse)
+        ctx.set_materialize_grads(False)  # as in _setup_context
+        ctx.save_for_backward(x, y, lse)
+        ctx.params, ctx.plan = params, plan
+        return y, lse
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_lse):
+        if grad_y is None:
+            return None, None, None
+        x, y, lse = ctx.saved_tensors
+        if torch.is_grad_enabled() or not _plain(grad_y) or grad_y.dtype != x.dtype:
+            return _Backward.apply(grad_y, x, y, lse, _Params(ctx.params)), None, None
+        geom, beta, acc_dtype, backend = ctx.plan
+        gx = backend.backward(
+            grad_y.numpy(), x.detach().numpy(), y.numpy(), lse.numpy(), geom, beta, acc_dtype, ctx.params[-1] == "exact"
+        )
+        return torch.from_numpy(gx), None, None
+
+
 def _soft_pool(x, params):
     """The pooled tensor; lse is computed only where a derivative may need it."""
+    plan = _cpu_plan(x, params)
     if not _needs_derivative(x):
+        if plan is not None:
+            geom, beta, acc_dtype, backend = plan
+            return torch.from_numpy(backend.forward(x.detach().numpy(), geom, beta, acc_dtype, with_lse=False)[0])
         return _pool_op(x, *params[:-1])
+    if plan is not None:
+        return _EagerSoftPool.apply(x, params, plan)[0]
     if torch.compiler.is_compiling():
         return _forward_op(x, *params)[0]
     return _SoftPool.apply(x, _Params(params))[0]

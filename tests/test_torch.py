@@ -295,6 +295,51 @@ def test_no_lse_where_no_derivative_is_needed(monkeypatch, mode):
     assert not y.requires_grad
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_eager_cpu_calls_skip_the_operators_with_the_same_results(monkeypatch, layout, dtype):
+    # eager CPU calls run the kernels on Tensor.numpy() views (issue #14: per-call cost): y, its layout, the
+    # gradient (for an expanded grad_y too) and the no-grad result are the operator path's bits
+    x = _x((2, 3, 10, 9), dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = x[:, :, ::2].transpose(2, 3)
+    x.requires_grad_(True)
+
+    def run(beta):
+        y = spt.soft_pool2d(x, 3, 2, padding=1, beta=beta)
+        (gx,) = torch.autograd.grad(y, x, torch.ones((), dtype=dtype).expand(y.shape))
+        (gx2,) = torch.autograd.grad(spt.soft_pool2d(x, 3, 2, padding=1, beta=beta).square().sum(), x)
+        with torch.no_grad():
+            y0 = spt.soft_pool2d(x, 3, 2, padding=1, beta=beta)
+        return type(y.grad_fn).__name__, y, gx, gx2, y0
+
+    direct = {beta: run(beta) for beta in (0.7, -1.5)}  # two betas: the cached plans must not mix
+    assert all(r[0] == "_EagerSoftPoolBackward" for r in direct.values())
+    monkeypatch.setattr(spt, "_cpu_plan", lambda x, params: None)
+    for beta, (name, *got) in direct.items():
+        name_ops, *want = run(beta)
+        assert name_ops != name
+        for a, b in zip(got, want):
+            assert a.stride() == b.stride()
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        want = softpool_nd.pool(x.detach().numpy(), 3, 2, 1, axes=(2, 3), beta=beta)
+        np.testing.assert_array_equal(got[0].detach().numpy(), want)
+
+
+def test_eager_cpu_no_grad_call_computes_no_lse(monkeypatch):
+    from softpool_nd.cpu import backend
+
+    calls = []
+    real = backend.forward
+    monkeypatch.setattr(backend, "forward", lambda *a, **k: calls.append(k.get("with_lse", True)) or real(*a, **k))
+    x = _x((1, 2, 6, 6), torch.float32)
+    spt.soft_pool2d(x, 2)
+    spt.soft_pool2d(x.requires_grad_(True), 2)
+    assert calls == [False, True]
+
+
 def test_compile_dynamic_shapes_and_recompiles_at_a_new_size():
     # the old code failed at the first call with dynamic=True (and the second size without it):
     # the fake implementation hashed SymInt strides and int() specialised the sizes
