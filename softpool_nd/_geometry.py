@@ -358,8 +358,19 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
                 f"dilation={_shown(dilation)}: along axis {a}, length + padding + dilation*(kernel-1) + stride "
                 f"= {_shown(extent)} exceeds 2**63 - 1, the largest index SoftPool computes with {_where(shape)}"
             )
+        if pads == "same" and L >= d[i]:
+            # 'same' pools to ceil(L / stride) cells in both modes, and from L >= dilation on none of its
+            # windows holds only padding: decided without comparing lo and hi, which depend on L % stride
+            out_shape[a] = out
+            lo_t.append(lo)
+            hi_t.append(hi)
+            continue
         num = L + lo + hi - span
-        if ceil_mode:
+        if ceil_mode and span - s[i] < hi < span:
+            # PyTorch's rule below, in closed form (the last window starts in the input or before it):
+            # equal for every such geometry, and free of comparisons of a symbolic length
+            out = (L + lo - 1) // s[i] + 1
+        elif ceil_mode:
             out = -(-num // s[i]) + 1
             # only possible when hi + stride > span (ints first: see _check_windows)
             if hi + s[i] > span and (out - 1) * s[i] >= L + lo:
