@@ -345,7 +345,8 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
     for i, a in enumerate(axes_t):
         L, span = shape[a], d[i] * (k[i] - 1) + 1
         if pads == "same":
-            out = -(-L // s[i])
+            # ceil division without a negative floor division: ONNX exports // of lengths as a truncating Div
+            out = (L + s[i] - 1) // s[i]
             total = max((out - 1) * s[i] + span - L, 0)
             lo, hi = total // 2, total - total // 2
         else:
@@ -371,7 +372,7 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
             # equal for every such geometry, and free of comparisons of a symbolic length
             out = (L + lo - 1) // s[i] + 1
         elif ceil_mode:
-            out = -(-num // s[i]) + 1
+            out = (num + s[i] - 1) // s[i] + 1
             # only possible when hi + stride > span (ints first: see _check_windows)
             if hi + s[i] > span and (out - 1) * s[i] >= L + lo:
                 out -= 1
