@@ -148,15 +148,15 @@ def test_export_with_symbolic_pooled_lengths_follows_the_input():
 
     rng = np.random.default_rng(23)
     for case in range(4):
-        shape, kw = random_config(rng, max_rank=3, max_cells=300)
-        while "padding" not in kw or ("dilation" in kw) != case % 2:  # padding always, dilation in half
+        dims = {}
+        # padding always, dilation in half of them; torch specialises lengths 0 and 1 (in the input or the
+        # output), and 'same' is symbolic from L >= dilation on
+        while not dims or "padding" not in kw or ("dilation" in kw) != case % 2:
             shape, kw = random_config(rng, max_rank=3, max_cells=300)
+            geom = softpool_nd.make_geometry(shape, **kw)
+            dims = {a: Dim(f"n{case}_{a}", min=shape[a], max=64) for i, a in enumerate(geom.axes)
+                    if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2}
         beta = float(rng.choice(BETAS))
-        geom = softpool_nd.make_geometry(shape, **kw)
-        # torch specialises lengths 0 and 1 (in the input or the output); 'same' is symbolic from L >= dilation on
-        dims = {a: Dim(f"n{case}_{a}", min=shape[a], max=64) for i, a in enumerate(geom.axes)
-                if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2}
-        assert dims
 
         class Pool(torch.nn.Module):
             def forward(self, t):
