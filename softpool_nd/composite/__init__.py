@@ -34,6 +34,13 @@ derivative ``sum(w_i * dx_i)`` (the weights held constant).
 This module holds what both implementations share: :func:`plan`, the
 pooling geometry as slices. One implementation per framework:
 :mod:`softpool_nd.composite.torch` and :mod:`softpool_nd.composite.jax`.
+
+Lengths may be symbolic (torch SymInts under ``torch.export`` and the dynamo
+ONNX exporter with a ``Dim`` on a pooled axis): the geometry keeps them as
+expressions, the plan compares none of them, and the implementations compute
+what depends on them (the window counts of beta == 0) as array operations,
+so the exported graph follows the input's size. The legacy ONNX exporter
+traces with Python ints: there the pooled lengths are those of the example.
 """
 import itertools
 from typing import NamedTuple
