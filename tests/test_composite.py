@@ -146,9 +146,17 @@ def test_export_with_symbolic_pooled_lengths_follows_the_input():
     """
     from torch.export import Dim
 
+    class Pool(torch.nn.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            self.kw = kw
+
+        def forward(self, t):
+            return soft_pool(t, **self.kw, impl="composite")
+
     rng = np.random.default_rng(23)
     for case in range(4):
-        dims = {}
+        dims, kw = {}, {}
         # padding always, dilation in half of them; torch specialises lengths 0 and 1 (in the input or the
         # output), and 'same' is symbolic from L >= dilation on
         while not dims or "padding" not in kw or ("dilation" in kw) != case % 2:
@@ -158,11 +166,7 @@ def test_export_with_symbolic_pooled_lengths_follows_the_input():
                     if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2}
         beta = float(rng.choice(BETAS))
 
-        class Pool(torch.nn.Module):
-            def forward(self, t):
-                return soft_pool(t, **kw, beta=beta, impl="composite")
-
-        program = torch.export.export(Pool(), (torch.tensor(rng.standard_normal(shape)),), dynamic_shapes=(dims,))
+        program = torch.export.export(Pool(**kw, beta=beta), (torch.tensor(rng.standard_normal(shape)),), dynamic_shapes=(dims,))
         for grow in (1, 2):  # with the example's length, every residue modulo a stride up to 3
             bigger = tuple(n + grow * (a in dims) for a, n in enumerate(shape))
             a = rng.standard_normal(bigger)
