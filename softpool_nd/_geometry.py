@@ -345,7 +345,8 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
     for i, a in enumerate(axes_t):
         L, span = shape[a], d[i] * (k[i] - 1) + 1
         if pads == "same":
-            out = -(-L // s[i])
+            # ceil division without a negative floor division: ONNX exports // of lengths as a truncating Div
+            out = (L + s[i] - 1) // s[i]
             total = max((out - 1) * s[i] + span - L, 0)
             lo, hi = total // 2, total - total // 2
         else:
@@ -358,9 +359,20 @@ def _build_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes):
                 f"dilation={_shown(dilation)}: along axis {a}, length + padding + dilation*(kernel-1) + stride "
                 f"= {_shown(extent)} exceeds 2**63 - 1, the largest index SoftPool computes with {_where(shape)}"
             )
+        if pads == "same" and L >= d[i]:
+            # 'same' pools to ceil(L / stride) cells in both modes, and from L >= dilation on none of its
+            # windows holds only padding: decided without comparing lo and hi, which depend on L % stride
+            out_shape[a] = out
+            lo_t.append(lo)
+            hi_t.append(hi)
+            continue
         num = L + lo + hi - span
-        if ceil_mode:
-            out = -(-num // s[i]) + 1
+        if ceil_mode and span - s[i] < hi < span:
+            # PyTorch's rule below, in closed form (the last window starts in the input or before it):
+            # equal for every such geometry, and free of comparisons of a symbolic length
+            out = (L + lo - 1) // s[i] + 1
+        elif ceil_mode:
+            out = (num + s[i] - 1) // s[i] + 1
             # only possible when hi + stride > span (ints first: see _check_windows)
             if hi + s[i] > span and (out - 1) * s[i] >= L + lo:
                 out -= 1

@@ -495,7 +495,9 @@ def soft_pool(
         (:mod:`softpool_nd.composite`), which ``torch.export``, inductor and
         any device see through; autograd differentiates it, forward mode and
         higher orders included. While ``torch.onnx.export`` runs, every call
-        takes ``'composite'``, so exported graphs hold only standard ONNX ops.
+        takes ``'composite'``, so exported graphs hold only standard ONNX ops;
+        with ``dynamo=True`` the pooled lengths may be dynamic
+        (``torch.export.Dim``), with the legacy tracer only the batch.
 
     Returns
     -------

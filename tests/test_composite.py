@@ -122,11 +122,51 @@ def test_forward_mode_and_second_order_against_finite_differences():
     np.testing.assert_allclose(hvp.numpy(), ((g(a + h * v) - g(a - h * v)) / (2 * h)).numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_plan_pads_and_counts_follow_the_geometry():
+def test_plan_pads_and_slices_follow_the_geometry():
     args = dict(kernel=(3,), stride=2, padding=((2, 0),), ceil_mode=True, axes=1)
     p = softpool_nd.composite.plan((3, 8), **args)
     assert p.geom.out_shape == softpool_nd.output_shape((3, 8), **args) == (3, 5)
-    # windows start at -2, 0, 2, 4, 6; ceil mode's last one reaches one cell past the input
+    # windows start at -2, 0, 2, 4, 6; ceil mode's last one reaches one cell past the input, within stride - 1
     assert p.pads == ((0, 0), (2, 1))
-    assert p.count.ravel().tolist() == [1, 3, 3, 3, 2]
     assert p.offsets == tuple((slice(None), slice(j, j + 9, 2)) for j in range(3))
+    # the real cells per window (beta == 0 divides by them): [1, 3, 3, 3, 2]
+    y = _composite(torch.ones(1, 8, dtype=torch.float64), 0.0, **args)
+    np.testing.assert_array_equal(y.numpy(), [[1.0] * 5])
+    y = _composite(torch.arange(8.0).reshape(1, 8), 0.0, **args)
+    np.testing.assert_allclose(y.numpy(), [[0 / 1, 3 / 3, 9 / 3, 15 / 3, 13 / 2]], rtol=1e-7)
+
+
+def test_export_with_symbolic_pooled_lengths_follows_the_input():
+    """torch.export with a Dim on every pooled axis: one program, run at other lengths (random configurations).
+
+    Checked to fail before plan() kept symbolic lengths (the lengths were specialised: export refused the Dims).
+    """
+    from torch.export import Dim
+
+    class Pool(torch.nn.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            self.kw = kw
+
+        def forward(self, t):
+            return soft_pool(t, **self.kw, impl="composite")
+
+    rng = np.random.default_rng(23)
+    for case in range(4):
+        dims, kw = {}, {}
+        # padding always, dilation in half of them; torch specialises lengths 0 and 1 (in the input or the
+        # output), and 'same' is symbolic from L >= dilation on
+        while not dims or "padding" not in kw or ("dilation" in kw) != case % 2:
+            shape, kw = random_config(rng, max_rank=3, max_cells=300)
+            geom = softpool_nd.make_geometry(shape, **kw)
+            dims = {a: Dim(f"n{case}_{a}", min=shape[a], max=64) for i, a in enumerate(geom.axes)
+                    if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2}
+        beta = float(rng.choice(BETAS))
+
+        program = torch.export.export(Pool(**kw, beta=beta), (torch.tensor(rng.standard_normal(shape)),), dynamic_shapes=(dims,))
+        for grow in (1, 2):  # with the example's length, every residue modulo a stride up to 3
+            bigger = tuple(n + grow * (a in dims) for a, n in enumerate(shape))
+            a = rng.standard_normal(bigger)
+            np.testing.assert_allclose(program.module()(torch.tensor(a)).numpy(), softpool_nd.pool(a, **kw, beta=beta),
+                                       rtol=1e-12, atol=1e-12, err_msg=f"{shape} {kw} {beta} at {bigger}")
+

@@ -2,7 +2,9 @@
 
 One model holds every geometry (1-D, 2-D, 3-D modules, padding ints, pairs and
 'same', dilation, ceil_mode, betas of both signs and 0, random configurations
-of tests/configs.py), so that each exporter runs once.
+of tests/configs.py), so that each exporter runs once. The dynamo exporter
+gets a dynamic batch and dynamic pooled lengths; the legacy exporter (a
+trace, in which Python arithmetic on lengths is frozen) a dynamic batch.
 """
 import io
 import warnings
@@ -56,6 +58,13 @@ def _random_cases(n, seed=17):
 
 
 ALL = CASES + _random_cases(4)
+# the dynamo export (~50 ms per graph node in torch's decompositions, and a node per shape computation) gets
+# every geometry parameter with fewer window offsets
+DYNAMIC = [CASES[i] for i in (0, 1, 4, 5, 6, 7)] + [
+    (SoftPoolNd((2, 1, 2), (1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1), ceil_mode=True, beta=-1.5),
+     (2, 2, 5, 6, 7), dict(kernel=(2, 1, 2), stride=(1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1),
+                           ceil_mode=True, beta=-1.5)),
+]
 
 
 class _Many(torch.nn.Module):
@@ -67,9 +76,9 @@ class _Many(torch.nn.Module):
         return tuple(m(x) for m, x in zip(self.pools, xs))
 
 
-def _inputs(cases, batch, seed):
+def _inputs(shapes, seed):
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch,) + shape[1:]).astype(np.float32) for _, shape, _ in cases]
+    return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
 
 
 def _check_standard_ops(model):
@@ -79,32 +88,52 @@ def _check_standard_ops(model):
         assert node.domain in ("", "ai.onnx"), (node.domain, node.op_type)
 
 
-def _check_against_softpool_nd(model_bytes, cases):
+def _pooled_axes(shape, kw):
+    """The axes ``kw`` pools in an input of ``shape``, all after the batch axis."""
+    return softpool_nd.make_geometry(shape, **{k: v for k, v in kw.items() if k != "beta"}).axes
+
+
+def _check_against_softpool_nd(model_bytes, cases, grow=(0, 0)):
+    """Run at batch sizes 1 and 3 (2 at export), the pooled lengths longer by ``grow`` (one entry per run)."""
     sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    for batch, seed in ((1, 0), (3, 1)):  # another batch size than at export
-        xs = _inputs(cases, batch, seed)
+    for batch, seed, extra in ((1, 0, grow[0]), (3, 1, grow[1])):
+        shapes = []
+        for _, shape, kw in cases:
+            pooled = _pooled_axes(shape, kw)
+            shapes.append((batch,) + tuple(n + extra * (a in pooled) for a, n in enumerate(shape) if a))
+        xs = _inputs(shapes, seed)
         got = sess.run(None, dict(zip(names, xs)))
         for (_, _, kw), x, y in zip(cases, xs, got):
-            np.testing.assert_allclose(y, softpool_nd.pool(x, **kw), rtol=1e-5, atol=1e-5, err_msg=str(kw))
+            np.testing.assert_allclose(y, softpool_nd.pool(x, **kw), rtol=1e-5, atol=1e-5, err_msg=f"{x.shape} {kw}")
 
 
 def _example(cases):
-    return tuple(torch.tensor(x) for x in _inputs(cases, 2, 5))
+    return tuple(torch.tensor(x) for x in _inputs([(2,) + shape[1:] for _, shape, _ in cases], 5))
 
 
 @pytest.mark.slow
-def test_dynamo_export_runs_in_onnxruntime_with_a_dynamic_batch():
-    """Every geometry parameter; the random configurations go to the (faster) legacy exporter only."""
+def test_dynamo_export_runs_in_onnxruntime_with_dynamic_batch_and_pooled_lengths():
+    """Every geometry parameter, 1-D, 2-D and 3-D; all cases and random configurations go to the legacy exporter.
+
+    Exported once; run with the pooled lengths 1 and 5 cells longer (every
+    residue modulo the strides 1-2 of 'same' and ceil_mode), batch 1 and 3.
+    """
     batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = tuple(
+        {0: batch, **{a: torch.export.Dim(f"len{i}_{a}", min=4, max=512) for a in _pooled_axes(shape, kw)}}
+        for i, (_, shape, kw) in enumerate(DYNAMIC)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            _Many(CASES).eval(), _example(CASES), dynamo=True, dynamic_shapes=(tuple({0: batch} for _ in CASES),),
-        )
+        program = torch.onnx.export(_Many(DYNAMIC).eval(), _example(DYNAMIC), dynamo=True, dynamic_shapes=(dynamic,))
     model = program.model_proto
     _check_standard_ops(model)
-    _check_against_softpool_nd(model.SerializeToString(), CASES)
+    # the pooled outputs' lengths are symbolic in the graph, not numbers fixed at export
+    for out, (_, shape, kw) in zip(model.graph.output, DYNAMIC):
+        dims = out.type.tensor_type.shape.dim
+        assert all(dims[a].dim_param and not dims[a].dim_value for a in _pooled_axes(shape, kw)), (kw, dims)
+    _check_against_softpool_nd(model.SerializeToString(), DYNAMIC, grow=(1, 5))
 
 
 def test_legacy_export_runs_in_onnxruntime_with_a_dynamic_batch():

@@ -34,80 +34,76 @@ derivative ``sum(w_i * dx_i)`` (the weights held constant).
 This module holds what both implementations share: :func:`plan`, the
 pooling geometry as slices. One implementation per framework:
 :mod:`softpool_nd.composite.torch` and :mod:`softpool_nd.composite.jax`.
+
+Lengths may be symbolic (torch SymInts under ``torch.export`` and the dynamo
+ONNX exporter with a ``Dim`` on a pooled axis): the geometry keeps them as
+expressions, the plan compares none of them, and the implementations compute
+what depends on them (the window counts of beta == 0) as array operations,
+so the exported graph follows the input's size. The legacy ONNX exporter
+traces with Python ints: there the pooled lengths are those of the example.
 """
 import itertools
 from typing import NamedTuple
 
-import numpy as np
-
-from .._geometry import make_geometry, normalize_args
+from .._geometry import make_geometry
 
 __all__ = ["Plan", "plan"]
 
 
 class Plan(NamedTuple):
-    """Pooling geometry as a padding and one tuple of slices per window offset.
+    """Pooling geometry as a padding and, per axis, the strided slices of the window offsets.
+
+    Lengths are Python ints, or torch SymInts where the input's shape is
+    traced symbolically (``torch.export``, dynamo ONNX export): then the
+    slices' ends and the padding of 'same' follow the input's size.
 
     Attributes
     ----------
     geom : softpool_nd._geometry.Geometry
-        The geometry (for a traced shape: with 1 for every unpooled length).
+        The geometry.
     pads : tuple of (int, int)
         (before, after) padding of every axis of the input (0, 0 for unpooled
-        axes): ``pad_lo`` before, and after it as much as the last window
-        reaches (more than ``pad_hi`` in ceil mode, less where the last cells
-        belong to no window).
-    offsets : tuple of tuple of slice
-        For each of the prod(kernel) window offsets, one slice per axis of the
-        padded input; each picks an array of the output shape.
-    count : numpy.ndarray
-        Real (non-padding) cells of each window, shaped for broadcasting
-        against the output (1 on unpooled axes), float64.
+        axes): ``pad_lo`` before, ``pad_hi`` after (plus ``stride - 1`` in
+        ceil mode, enough for the last window, which may reach past
+        ``pad_hi``). Cells past the last window are padded but never read.
+    slices : tuple of tuple of slice
+        Per axis of the padded input, one slice per kernel offset along it
+        (``(slice(None),)`` for an unpooled axis); each picks the output's
+        length.
     """
 
     geom: object
     pads: tuple
-    offsets: tuple
-    count: np.ndarray
+    slices: tuple
+
+    @property
+    def offsets(self):
+        """For each of the prod(kernel) window offsets, one slice per axis: an array of the output shape."""
+        return tuple(itertools.product(*self.slices))
 
 
 def plan(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
     """The :class:`Plan` of a pooling of an input of ``shape``.
 
-    The geometry comes from :func:`softpool_nd.make_geometry`. For
-    a traced shape (torch SymInts) only the pooled axes' lengths enter it, so
-    that unpooled axes (a batch) stay free in the traced graph.
+    The geometry comes from :func:`softpool_nd.make_geometry`, which keeps
+    symbolic lengths (torch SymInts) symbolic.
 
     Examples
     --------
     >>> p = plan((2, 5), 2, padding=((0, 1),), axes=1, ceil_mode=True)
     >>> p.geom.out_shape, p.pads
-    ((2, 3), ((0, 0), (0, 1)))
+    ((2, 3), ((0, 0), (0, 2)))
     >>> p.offsets[1]
     (slice(None, None, None), slice(1, 6, 2))
-    >>> p.count.ravel().tolist()
-    [2.0, 2.0, 1.0]
     """
-    shape = tuple(shape)
-    ndim = len(shape)
-    if not all(type(n) is int for n in shape):
-        # a traced shape: unpooled lengths do not change the geometry, and leaving them out of
-        # make_geometry (which takes int() of every length) keeps a traced batch size symbolic
-        pooled = normalize_args(ndim, kernel, stride, padding, dilation, ceil_mode, axes, shape).axes
-        shape = tuple(int(n) if a in pooled else 1 for a, n in enumerate(shape))
-    geom = make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes)
-    pads = [(0, 0)] * ndim
-    per_axis = [[slice(None)] for _ in range(ndim)]
-    count = np.ones([1] * ndim)
+    geom = make_geometry(tuple(shape), kernel, stride, padding, dilation, ceil_mode, axes)
+    pads = [(0, 0)] * len(geom.in_shape)
+    slices = [(slice(None),)] * len(geom.in_shape)
     for i, a in enumerate(geom.axes):
-        n, o = geom.in_shape[a], geom.out_shape[a]
-        k, s, d, lo = geom.kernel[i], geom.stride[i], geom.dilation[i], geom.pad_lo[i]
-        reach = (o - 1) * s + (k - 1) * d + 1  # padded cells the windows span
-        pads[a] = (lo, max(reach - lo - n, 0))
-        per_axis[a] = [slice(j * d, j * d + (o - 1) * s + 1, s) for j in range(k)]
-        starts = np.arange(o) * s - lo
-        cells = starts[:, None] + np.arange(k) * d
-        shape_a = [1] * ndim
-        shape_a[a] = o
-        count = count * ((cells >= 0) & (cells < n)).sum(axis=1).reshape(shape_a)
-    return Plan(geom, tuple(pads), tuple(itertools.product(*per_axis)), count)
+        o = geom.out_shape[a]
+        k, s, d = geom.kernel[i], geom.stride[i], geom.dilation[i]
+        # in ceil mode the last window may start in pad_hi's last cells and reach stride - 1 cells further;
+        # a bound that needs no comparison keeps a symbolic length free of guards
+        pads[a] = (geom.pad_lo[i], geom.pad_hi[i] + (s - 1 if ceil_mode else 0))
+        slices[a] = tuple(slice(j * d, j * d + (o - 1) * s + 1, s) for j in range(k))
+    return Plan(geom, tuple(pads), tuple(slices))

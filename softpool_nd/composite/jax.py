@@ -10,6 +10,22 @@ import jax.numpy as jnp
 __all__ = ["pool"]
 
 
+def _count(plan, dtype):
+    """Real cells of each window, broadcastable against the output: per pooled axis, window sums of padded ones."""
+    count = 1.0
+    ndim = len(plan.geom.in_shape)
+    for a in plan.geom.axes:
+        shape = [1] * ndim
+        shape[a] = plan.geom.in_shape[a]
+        pads = [(0, 0)] * ndim
+        pads[a] = plan.pads[a]
+        ones = jnp.pad(jnp.ones(shape, dtype), pads)
+        lead = (slice(None),) * a
+        cells = [ones[lead + (sl,)] for sl in plan.slices[a]]
+        count = count * sum(cells[1:], cells[0])
+    return count
+
+
 def pool(x, plan, beta, gradient="exact"):
     """SoftPool of a floating JAX array ``x`` over ``plan`` (a :class:`softpool_nd.composite.Plan`).
 
@@ -28,10 +44,11 @@ def pool(x, plan, beta, gradient="exact"):
     xa = x.astype(acc)
     if beta == 0.0:
         xp = jnp.pad(xa, plan.pads, constant_values=0)
-        total = xp[plan.offsets[0]]
-        for off in plan.offsets[1:]:
+        offsets = plan.offsets
+        total = xp[offsets[0]]
+        for off in offsets[1:]:
             total = total + xp[off]
-        return (total / jnp.asarray(plan.count, acc)).astype(x.dtype)
+        return (total / _count(plan, acc)).astype(x.dtype)
     if beta < 0:
         # the soft minimum is minus the soft maximum of -x: negation is exact
         return -pool(-x, plan, -beta, gradient)

@@ -11,10 +11,51 @@ __all__ = ["pool"]
 
 
 def _pad(x, pads, value):
-    if not any(lo or hi for lo, hi in pads):
+    # a symbolic pad (padding='same' on an exported length) is not tested for 0: that would be a guard
+    if all(type(p) is int and p == 0 for lo_hi in pads for p in lo_hi):
         return x
     flat = [p for lo_hi in reversed(pads) for p in lo_hi]  # F.pad lists the last axis first
     return F.pad(x, flat, value=value)
+
+
+def _at(x, index, out_shape):
+    """``x[index]`` for a tuple of slices, one per leading axis, each of ``out_shape``'s length on that axis.
+
+    Where that length is symbolic (torch.export), the axis is gathered at
+    ``arange(length) * step + start`` instead of sliced: a strided slice's end
+    must be proven in bounds, which torch's symbolic shapes cannot do for the
+    floor divisions of a pooling's geometry (export would fail or specialise
+    the length), while every gathered piece has exactly the output's length.
+    """
+    if all(sl.stop is None or isinstance(sl.stop, int) for sl in index):
+        return x[index]
+    for a, sl in enumerate(index):
+        if sl.stop is None:
+            continue
+        if isinstance(sl.stop, int):
+            x = x[(slice(None),) * a + (sl,)]
+        else:
+            x = x.index_select(a, torch.arange(out_shape[a], device=x.device) * sl.step + sl.start)
+    return x
+
+
+def _count(plan, dtype, device):
+    """Real cells of each window, broadcastable against the output: per pooled axis, window sums of padded ones.
+
+    Computed with tensor operations, so that it follows a symbolic length (an exported graph computes it).
+    """
+    count = 1.0
+    ndim = len(plan.geom.in_shape)
+    for a in plan.geom.axes:
+        shape = [1] * ndim
+        shape[a] = plan.geom.in_shape[a]
+        pads = [(0, 0)] * ndim
+        pads[a] = plan.pads[a]
+        ones = _pad(torch.ones(shape, dtype=dtype, device=device), pads, 0.0)
+        lead = (slice(None),) * a
+        cells = [_at(ones, lead + (sl,), plan.geom.out_shape) for sl in plan.slices[a]]
+        count = count * sum(cells[1:], cells[0])
+    return count
 
 
 def pool(x, plan, beta, gradient="exact"):
@@ -35,15 +76,16 @@ def pool(x, plan, beta, gradient="exact"):
     xa = x.to(acc)
     if beta == 0.0:
         xp = _pad(xa, plan.pads, 0.0)
-        total = xp[plan.offsets[0]]
-        for off in plan.offsets[1:]:
-            total = total + xp[off]
-        return (total / torch.as_tensor(plan.count, dtype=acc, device=x.device)).to(x.dtype)
+        offsets = plan.offsets
+        total = _at(xp, offsets[0], plan.geom.out_shape)
+        for off in offsets[1:]:
+            total = total + _at(xp, off, plan.geom.out_shape)
+        return (total / _count(plan, acc, x.device)).to(x.dtype)
     if beta < 0:
         # the soft minimum is minus the soft maximum of -x: negation is exact
         return -pool(-x, plan, -beta, gradient)
     xp = _pad(xa, plan.pads, float("-inf"))
-    cells = [xp[off] for off in plan.offsets]
+    cells = [_at(xp, off, plan.geom.out_shape) for off in plan.offsets]
     m = cells[0]
     for v in cells[1:]:
         m = torch.maximum(m, v)
