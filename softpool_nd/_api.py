@@ -75,6 +75,12 @@ def _check_beta(beta, shape, acc_dtype=np.float64):
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def _check_gradient(gradient, shape):
+    """ValueError unless ``gradient`` is 'exact' or 'weights' (the one home of this check; the adapters call it)."""
+    if gradient not in ("exact", "weights"):
+        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {shape})")
+
+
 def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argname="x"):
     shape = _shape_of(x, argname)
     backend = backend_for(x, argname)
@@ -297,8 +303,7 @@ def backward(
     """
     (x, grad_y, y, lse), to_caller = _interop.native(x, grad_y, y, lse, names=("x", "grad_y", "y", "lse"))
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    if gradient not in ("exact", "weights"):
-        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
+    _check_gradient(gradient, geom.in_shape)
     with _device(backend, x):
         grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
         if math.prod(geom.in_shape) == 0:

@@ -62,17 +62,18 @@ def compute_dtypes(dtype, argname, shape):
     >>> compute_dtypes(np.dtype(np.int8), "x", (4,))
     (dtype('float64'), dtype('float64'))
     """
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:  # a framework's dtype NumPy lacks (torch's float8 types): refused by its own name
+        dt = None
+    if dt is not None and dt.kind == "f":
         # non-native byte order (FITS, HDF5, netCDF files) computes in native order, as numpy ufuncs do
         dt = dt.newbyteorder("=")
-    if dt in _NATIVE or is_bfloat16(dt):
-        pass
-    elif dt.kind in "biu":
+    if dt is not None and dt.kind in "biu":
         dt = _F64
-    else:
+    elif dt is None or not (dt in _NATIVE or is_bfloat16(dt)):
         raise TypeError(
-            f"{argname} has dtype {dt} (input shape {tuple(shape)}); SoftPool takes float16, bfloat16, float32, "
-            f"float64, integer or bool arrays"
+            f"{argname} has dtype {dtype if dt is None else dt} (input shape {tuple(shape)}); SoftPool takes "
+            f"float16, bfloat16, float32, float64, integer or bool arrays"
         )
     return dt, accumulation_dtype(dt)

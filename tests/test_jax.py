@@ -83,6 +83,13 @@ def test_bad_gradient_names_itself():
         spj.soft_pool(jnp.zeros(4), gradient="fast")
 
 
+@pytest.mark.parametrize("impl", ["xla", "callback"])
+def test_beta_beyond_float32_is_refused_for_float32_before_the_callback(impl):
+    # float32 accumulates in float32: beta=1e39 gave NaN (xla) or failed inside the callback
+    with pytest.raises(ValueError, match=r"beta=1e\+39 .*float32.*input shape \(4,\)"):
+        spj.soft_pool(jnp.zeros(4, jnp.float32), 2, beta=1e39, impl=impl)
+
+
 def test_complex_input_is_refused_before_the_callback():
     with pytest.raises(TypeError, match="complex64"):
         spj.soft_pool(jnp.zeros(4, jnp.complex64), 2)
