@@ -14,7 +14,11 @@ import re
 import sys
 
 from softpool_nd.bench import (  # noqa: F401 (re-exported for the scripts in this folder)
-    measure, timeit_interleaved, training_rows, training_steps, use_passive_wait_policy,
+    measure,
+    timeit_interleaved,
+    training_rows,
+    training_steps,
+    use_passive_wait_policy,
 )
 
 #: Training step through softpool_nd.torch: speed-up over torch.compile of the formula, per TRAINING_SHAPES entry.

@@ -121,6 +121,7 @@ def step_correctness(quick):
     import numpy as np
 
     import softpool_nd
+
     from configs import random_config, random_layout, tolerance
 
     rng = np.random.default_rng(20261126)

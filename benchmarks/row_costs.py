@@ -42,7 +42,7 @@ def row_times(windows):
     x = np.random.default_rng(0).standard_normal((1, planes, 16, 2 * windows), dtype=np.float32)
     geom = make_geometry(x.shape, 2)
     xs = element_strides(x)
-    flat = lambda a: backend._flat(a)[0]  # noqa: E731 (read-only views, as the backend passes them)
+    flat = lambda a: backend._flat(a)[0]  # read-only views, as the backend passes them
     y, lse = softpool_nd.forward(x)
     gy = np.ones_like(y)
     gx = np.empty_like(x)

@@ -14,7 +14,7 @@ __all__ = ["bfloat16", "is_bfloat16", "compute_dtypes", "accumulation_dtype"]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NATIVE = (np.dtype(np.float16), _F32, _F64)
-_BF16 = []  # [dtype or None] once looked up
+_BF16: list[np.dtype | None] = []  # [dtype or None] once looked up
 
 
 def bfloat16():

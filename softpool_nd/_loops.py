@@ -129,7 +129,7 @@ def loop_table(geom, x_strides, y_strides, g_strides=None):
         for r, xs, ys, gs in zip(geom.full(), x_strides, y_strides, g_strides)
     ]
     rows = [r for r in rows if not (r[L] == 1 and r[O] == 1 and r[K] == 1)]
-    merged = []
+    merged: list[list[int]] = []
     for r in rows:
         prev = merged[-1] if merged else None
         if (

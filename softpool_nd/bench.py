@@ -300,7 +300,7 @@ def _tiny_rows(rounds):
     for shape in TINY_SHAPES:
         fns = tiny_calls(shape)
         reps = 20
-        t = timeit_interleaved({k: (lambda f=f: [f() for _ in range(reps)]) for k, f in fns.items()}, rounds=rounds)
+        t = timeit_interleaved({k: (lambda f=f, n=reps: [f() for _ in range(n)]) for k, f in fns.items()}, rounds=rounds)
         serial, parallel = t["serial"] / reps * 1e6, t["parallel"] / reps * 1e6
         rows.append(Row(f"tiny[{shape}]", f"tiny pool() {shape}: per-call time (serial path) / on numba's threads",
                         serial / parallel, f"{serial:.0f} us / {parallel:.0f} us"))

@@ -5,11 +5,12 @@ from numba import njit
 from numba.core.errors import TypingError
 
 import softpool_nd
-from reference import reference_backward, reference_forward
 from softpool_nd._geometry import make_geometry
 from softpool_nd._loops import element_strides, loop_table
 from softpool_nd.cpu import backend, kernels
 from softpool_nd.cpu._scalar import exp_le0
+
+from reference import reference_backward, reference_forward
 
 inf, nan = np.inf, np.nan
 

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from configs import DTYPES, random_config
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
-from softpool_nd.dask import _plan, backend  # noqa: E402  (needs dask)
+from softpool_nd.dask import _plan, backend  # needs dask
 
 # the tolerances for chunked against in-memory results
 RTOL = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from reference import reference_backward, reference_forward
 
 KW = dict(kernel=3, stride=2, padding=1)

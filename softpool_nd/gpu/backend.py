@@ -13,7 +13,7 @@ from __future__ import annotations
 from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
 from .launch import launch_backward, launch_forward, launch_jvp
 
-__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16"]
+__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16"]  # noqa: F822 (xp: __getattr__)
 
 name = "gpu"
 

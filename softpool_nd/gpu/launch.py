@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._dtypes import accumulation_dtype, bfloat16
-from .._loops import D, GS, K, L, NCOLS, O, P, S, XS
+from .._loops import GS, NCOLS, XS, D, K, L, O, P, S
 
 __all__ = [
     "MAX_DIMS", "NDIVS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations", "magic",
