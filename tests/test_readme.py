@@ -1,5 +1,5 @@
 """The README's Python examples run as written (the GPU one needs a GPU; the Zarr example is
-examples/pyramid_zarr.py, run on a small shape by the dask tests)."""
+examples/pyramid_zarr.py, run on a small shape by tests/test_examples.py)."""
 import pathlib
 import re
 
