@@ -10,6 +10,7 @@ import :func:`timeit_interleaved`, :func:`training_steps` and
 :func:`_training_rows` from here (``from benchmarks.compare import ...``, or
 ``from compare import ...`` in a script in this folder).
 """
+
 import re
 import sys
 
@@ -62,7 +63,7 @@ def _line(row, training_targets=TRAINING_TARGETS):
 
 
 def _training_rows(shapes, layouts, rounds, lines):
-    """Append the training rows of ``shapes`` ((shape, target speed-up over the compiled formula) pairs) to ``lines``."""
+    """Append the training rows of ``shapes`` ((shape, target speed-up over compiled formula) pairs) to ``lines``."""
     rows = training_rows([shape for shape, _ in shapes], layouts, rounds)
     if not rows:
         lines.append("| training rows | - | - | torch not installed |")

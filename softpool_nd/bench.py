@@ -30,6 +30,7 @@ program calls it. (Under PASSIVE, every parallel call first wakes the sleeping
 threads, about 45 µs on the CI-class machine: a third of the time of a 1 MB
 call.)
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 __all__ = [
-    "Case", "CASES", "QUICK_CASES", "Row", "TRAINING_SHAPES", "TINY_SHAPES", "make_input", "timeit_interleaved",
-    "torch_baselines", "training_steps", "training_rows", "tiny_calls", "use_passive_wait_policy", "measure", "run",
+    "Case",
+    "CASES",
+    "QUICK_CASES",
+    "Row",
+    "TRAINING_SHAPES",
+    "TINY_SHAPES",
+    "make_input",
+    "timeit_interleaved",
+    "torch_baselines",
+    "torch_formula",
+    "training_steps",
+    "training_rows",
+    "tiny_calls",
+    "use_passive_wait_policy",
+    "measure",
+    "run",
 ]
 
 #: OMP_WAIT_POLICY as the environment had it before :func:`use_passive_wait_policy` (None: OpenMP's default).
@@ -110,6 +125,7 @@ CASES = (
     Case("2-D k2s2 f32 NHWC", (16, 112, 112, 64), channels_last=True),
 )
 
+
 def _quarter_batch_and_channels(case):
     """The case with a quarter of the batch and of the channels: 1/16 of the data."""
     shape = list(case.shape)
@@ -167,10 +183,7 @@ def torch_baselines(case, x):
         xt = xt.permute(0, -1, *range(1, x.ndim - 1))
     k, s = case.kernel, case.stride
 
-    def formula(t):
-        e = torch.exp(t)
-        return avg(t * e, k, s) / avg(e, k, s)
-
+    formula = torch_formula(lambda t: avg(t, k, s))
     xg = xt.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     out = formula(xg)
     gy = torch.ones_like(out)
@@ -193,7 +206,7 @@ TRAINING_SHAPES = ((16, 64, 112, 112), (64, 64, 32, 32), (8, 16, 16, 16))
 TINY_SHAPES = ((1, 2, 6, 6, 5), (2, 8, 16, 16))
 
 
-def _formula(pool):
+def torch_formula(pool):
     """The PyTorch formula of SoftPool over ``pool`` (an avg_pool), as users write it."""
     import torch
 
@@ -229,7 +242,7 @@ def training_steps(shape, channels_last, compiled=True):
         x = x.contiguous(memory_format=torch.channels_last)
         x_np = x.numpy().transpose(0, 2, 3, 1)  # the same memory, NHWC
     xg = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
-    formula = _formula(lambda t: F.avg_pool2d(t, 2, 2))
+    formula = torch_formula(lambda t: F.avg_pool2d(t, 2, 2))
     gy = torch.ones_like(formula(x))
     kw = dict(kernel=2, axes=(1, 2)) if channels_last else dict(kernel=2)
 
@@ -285,8 +298,12 @@ def training_rows(shapes, layouts, rounds):
             step = f"{name}: training step via softpool_nd.torch, speed-up vs"
             for key, label, r, unit in (
                 ("training_forward", f"{name}: forward() with lse / pool() time", t["forward"] / t["pool"], ""),
-                ("training_no_grad", f"{name}: softpool_nd.torch under no_grad / pool() time",
-                 t["no_grad"] / t["pool"], ""),
+                (
+                    "training_no_grad",
+                    f"{name}: softpool_nd.torch under no_grad / pool() time",
+                    t["no_grad"] / t["pool"],
+                    "",
+                ),
                 ("training_eager", f"{step} eager formula", t["eager"] / t["softpool_nd"], "x"),
                 ("training_compiled", f"{step} torch.compile(formula)", t["compiled"] / t["softpool_nd"], "x"),
             ):
@@ -300,10 +317,17 @@ def _tiny_rows(rounds):
     for shape in TINY_SHAPES:
         fns = tiny_calls(shape)
         reps = 20
-        t = timeit_interleaved({k: (lambda f=f, n=reps: [f() for _ in range(n)]) for k, f in fns.items()}, rounds=rounds)
+        repeated = {k: (lambda f=f, n=reps: [f() for _ in range(n)]) for k, f in fns.items()}
+        t = timeit_interleaved(repeated, rounds=rounds)
         serial, parallel = t["serial"] / reps * 1e6, t["parallel"] / reps * 1e6
-        rows.append(Row(f"tiny[{shape}]", f"tiny pool() {shape}: per-call time (serial path) / on numba's threads",
-                        serial / parallel, f"{serial:.0f} us / {parallel:.0f} us"))
+        rows.append(
+            Row(
+                f"tiny[{shape}]",
+                f"tiny pool() {shape}: per-call time (serial path) / on numba's threads",
+                serial / parallel,
+                f"{serial:.0f} us / {parallel:.0f} us",
+            )
+        )
     return rows
 
 
@@ -452,10 +476,12 @@ def measure(quick: bool = False, threads: int = 2) -> list[Row]:
         if base:
             sf = t["formula"] / t["pool"]
             sb = t["formula_backward"] / t["backward"]
-            rows.append(Row(f"forward_speedup[{i}]", f"{case.name}: forward speed-up vs torch formula", sf,
-                            f"{sf:.1f}x"))
-            rows.append(Row(f"backward_speedup[{i}]", f"{case.name}: backward speed-up vs torch autograd", sb,
-                            f"{sb:.1f}x"))
+            rows.append(
+                Row(f"forward_speedup[{i}]", f"{case.name}: forward speed-up vs torch formula", sf, f"{sf:.1f}x")
+            )
+            rows.append(
+                Row(f"backward_speedup[{i}]", f"{case.name}: backward speed-up vs torch autograd", sb, f"{sb:.1f}x")
+            )
             if i == 0:
                 ra = t["pool"] / t["avg_pool"]
                 rows.append(Row("avg_pool_ratio", f"{case.name}: forward time / torch avg_pool2d", ra, f"{ra:.2f}"))
@@ -497,8 +523,14 @@ def measure(quick: bool = False, threads: int = 2) -> list[Row]:
     fwd = _peak_over(lambda: softpool_nd.pool(x, **kw), y.nbytes)
     bwd = _peak_over(lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw), x.nbytes)
     extra = (fwd - 1) * y.nbytes / (x.nbytes + y.nbytes)
-    rows.append(Row("forward_peak", "forward peak allocation beyond the output / (input + output size)", extra,
-                    f"{extra:.3f} (peak / output {fwd:.3f})"))
+    rows.append(
+        Row(
+            "forward_peak",
+            "forward peak allocation beyond the output / (input + output size)",
+            extra,
+            f"{extra:.3f} (peak / output {fwd:.3f})",
+        )
+    )
     rows.append(Row("backward_peak", "backward peak allocation / grad_x size", bwd, f"{bwd:.3f}"))
 
     first = cold[0][1]

@@ -1,4 +1,5 @@
 """Fixtures shared by several test modules (pytest finds them here; tests import no other test module)."""
+
 import pytest
 
 

@@ -1,4 +1,5 @@
 """The scripts in examples/ run, and the README shows them as they are."""
+
 import importlib.util
 import pathlib
 import re
