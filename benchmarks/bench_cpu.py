@@ -15,9 +15,11 @@ import ast
 
 import numpy as np
 
-from softpool_nd import bench  # first: it sets OMP_WAIT_POLICY before torch loads
+from softpool_nd import bench
 
-import softpool_nd  # noqa: E402
+bench.use_passive_wait_policy()  # before torch loads (see softpool_nd.bench)
+
+import softpool_nd  # noqa: E402 (after the wait policy)
 
 THREADS = 2
 

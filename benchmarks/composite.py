@@ -18,7 +18,9 @@ contenders alike, but only roughly: quote the ratios with the load.
 """
 import sys
 
-from softpool_nd import bench  # first: it sets OMP_WAIT_POLICY before torch loads
+from softpool_nd import bench
+
+bench.use_passive_wait_policy()  # before torch loads (see softpool_nd.bench)
 
 import numpy as np  # noqa: E402
 

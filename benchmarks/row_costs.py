@@ -11,7 +11,6 @@ Usage: ``python benchmarks/row_costs.py [windows ...]`` (default 1 8 16 17
 28 32 33 48 56 64 128 512).
 """
 import sys
-import time
 
 import numba
 import numpy as np
@@ -19,21 +18,16 @@ import numpy as np
 import softpool_nd
 from softpool_nd._geometry import make_geometry
 from softpool_nd._loops import element_strides
+from softpool_nd.bench import timeit_interleaved
 from softpool_nd.cpu import backend
 
 #: Output rows times windows per row, for every row length: 8 MB float32 inputs.
 WINDOWS_TOTAL = 2**19
 
 
-def _median_seconds(fn, repeats=7, calls=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t) / calls)
-    return float(np.median(times))
+def _five(fn):
+    """``fn`` called 5 times per timed call: one kernel call is too short to time alone."""
+    return lambda: [fn() for _ in range(5)]
 
 
 def row_times(windows):
@@ -42,7 +36,7 @@ def row_times(windows):
     x = np.random.default_rng(0).standard_normal((1, planes, 16, 2 * windows), dtype=np.float32)
     geom = make_geometry(x.shape, 2)
     xs = element_strides(x)
-    flat = lambda a: backend._flat(a)[0]  # noqa: E731 (read-only views, as the backend passes them)
+    flat = lambda a: backend._flat(a)[0]  # read-only views, as the backend passes them
     y, lse = softpool_nd.forward(x)
     gy = np.ones_like(y)
     gx = np.empty_like(x)
@@ -50,8 +44,13 @@ def row_times(windows):
     _, btab, bwd = backend._backward_plan(geom, xs, xs)
     tasks = 8 * numba.get_num_threads()
     beta = np.float32(1.0)
-    f = _median_seconds(lambda: fwd(flat(x), 0, tab, beta, y.reshape(-1), lse.reshape(-1), False, tasks))
-    b = _median_seconds(lambda: bwd(flat(x), 0, btab, beta, flat(gy), flat(y), flat(lse), True, gx.reshape(-1), tasks))
+    t = timeit_interleaved({
+        "forward": _five(lambda: fwd(flat(x), 0, tab, beta, y.reshape(-1), lse.reshape(-1), False, tasks)),
+        "backward": _five(
+            lambda: bwd(flat(x), 0, btab, beta, flat(gy), flat(y), flat(lse), True, gx.reshape(-1), tasks)
+        ),
+    })
+    f, b = t["forward"] / 5, t["backward"] / 5
     out_rows = y.size // windows
     return f / out_rows, b / x.shape[1] / x.shape[2]
 

@@ -12,7 +12,7 @@ DOCS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS.parent))  # document this checkout, not an installed copy
 
-import softpool_nd
+import softpool_nd  # noqa: E402 (after the sys.path entries above)
 
 project = "softpool_nd"
 author = "the softpool_nd authors"

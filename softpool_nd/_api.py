@@ -4,15 +4,21 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import _interop
 from ._dispatch import backend_for
 from ._dtypes import compute_dtypes, is_bfloat16
-from ._geometry import make_geometry
+from ._geometry import IntOrTuple, Padding, make_geometry
 
 __all__ = ["pool", "forward", "backward", "jvp", "output_shape"]
+
+#: An array softpool_nd pools: NumPy, CuPy, Dask, or any array exporting DLPack (torch, JAX), returned in its type.
+Array = Any
+
 
 def _shape_of(x, argname):
     shape = getattr(x, "shape", None)
@@ -75,6 +81,12 @@ def _check_beta(beta, shape, acc_dtype=np.float64):
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def _check_gradient(gradient, shape):
+    """ValueError unless ``gradient`` is 'exact' or 'weights' (the one home of this check; the adapters call it)."""
+    if gradient not in ("exact", "weights"):
+        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {shape})")
+
+
 def _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, argname="x"):
     shape = _shape_of(x, argname)
     backend = backend_for(x, argname)
@@ -128,7 +140,10 @@ def _into(out, result):
     return out
 
 
-def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None):
+def output_shape(
+    shape: Sequence[int], kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
+    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None,
+) -> tuple[int, ...]:
     """Shape of the pooled output for an input of ``shape``, without computing it.
 
     Parameters are those of :func:`pool`.
@@ -148,7 +163,11 @@ def output_shape(shape, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mo
     return make_geometry(shape, kernel, stride, padding, dilation, ceil_mode, axes).out_shape
 
 
-def forward(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
+def forward(
+    x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
+    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None, beta: float = 1.0,
+    out: tuple[Array, Array] | None = None,
+) -> tuple[Array, Array]:
     """SoftPool and the log-sum-exp of every window, for a later :func:`backward`.
 
     Parameters are those of :func:`pool`, except ``out``: a pair ``(y, lse)``
@@ -217,7 +236,11 @@ def _out_kw(backend, **outputs):
     return {k: v for k, v in outputs.items() if v is not None}
 
 
-def pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None):
+def pool(
+    x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
+    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None, beta: float = 1.0,
+    out: Array | None = None,
+) -> Array:
     """SoftPool: reduce every pooling window to the softmax-weighted mean of its values.
 
     For a window W of real (non-padding) cells, ``w_i = exp(beta*x_i) / sum_W exp(beta*x_j)``
@@ -304,9 +327,10 @@ def _may_overlap(out, x, backend):
 
 
 def backward(
-    grad_y, x, kernel=2, stride=None, padding=0, *,
-    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact", out=None,
-):
+    grad_y: Array, x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
+    y: Array | None = None, lse: Array | None = None, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+    axes: IntOrTuple | None = None, beta: float = 1.0, gradient: str = "exact", out: Array | None = None,
+) -> Array:
     """Gradient of a scalar loss with respect to ``x``, given its gradient w.r.t. the pooled output.
 
     Parameters
@@ -348,8 +372,7 @@ def backward(
         x, grad_y, y, lse, out, names=("x", "grad_y", "y", "lse", "out")
     )
     x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    if gradient not in ("exact", "weights"):
-        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {geom.in_shape})")
+    _check_gradient(gradient, geom.in_shape)
     with _device(backend, x):
         grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
         if out is not None:
@@ -373,9 +396,10 @@ def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
 
 
 def jvp(
-    x, dx, kernel=2, stride=None, padding=0, *,
-    y=None, lse=None, dilation=1, ceil_mode=False, axes=None, beta=1.0, out=None,
-):
+    x: Array, dx: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
+    y: Array | None = None, lse: Array | None = None, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+    axes: IntOrTuple | None = None, beta: float = 1.0, out: Array | None = None,
+) -> Array:
     """Forward-mode derivative: the change of ``pool(x, ...)`` along a tangent ``dx`` of ``x``.
 
     For every window W, ``dy_W = sum_W w_i * (1 + beta * (x_i - y_W)) * dx_i``

@@ -26,11 +26,35 @@ hands it float32 copies and casts the results back). A backend with
 takes ``lse_out=``, ``backward`` and ``jvp`` take ``out=`` (the GPU backend, so
 that a torch CUDA call allocates nothing); for others ``_api`` copies into them.
 """
+from __future__ import annotations
+
 import importlib
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
-__all__ = ["backend_for", "register"]
+if TYPE_CHECKING:
+    from ._geometry import Geometry
+
+__all__ = ["Backend", "backend_for", "register"]
+
+
+class Backend(Protocol):
+    """The interface above, as a type: each backend module satisfies it (``device_of`` and ``bfloat16`` are
+    optional, looked up with getattr)."""
+
+    name: str
+    xp: Any
+
+    def forward(
+        self, x: Any, geom: Geometry, beta: float, acc_dtype: np.dtype, out: Any = None, with_lse: bool = True
+    ) -> tuple[Any, Any | None]: ...
+
+    def backward(
+        self, grad_y: Any, x: Any, y: Any, lse: Any, geom: Geometry, beta: float, acc_dtype: np.dtype, exact: bool
+    ) -> Any: ...
+
+    def jvp(self, dx: Any, x: Any, y: Any, lse: Any, geom: Geometry, beta: float, acc_dtype: np.dtype) -> Any: ...
 
 # top-level package of the array type -> module implementing forward/backward
 _BACKENDS = {
@@ -41,23 +65,23 @@ _BACKENDS = {
 
 
 # package -> its imported backend module (every call looks it up)
-_LOADED = {}
+_LOADED: dict[str, Backend] = {}
 
 
-def register(package, module):
+def register(package: str, module: str) -> None:
     """Route arrays whose type is defined in ``package`` to backend ``module``."""
     _BACKENDS[package] = module
     _LOADED.pop(package, None)
 
 
-def _backend(package):
+def _backend(package: str) -> Backend:
     module = _LOADED.get(package)
     if module is None:
-        module = _LOADED[package] = importlib.import_module(_BACKENDS[package])
+        module = _LOADED[package] = cast(Backend, importlib.import_module(_BACKENDS[package]))
     return module
 
 
-def backend_for(x, argname="x"):
+def backend_for(x: Any, argname: str = "x") -> Backend:
     """The backend module for array ``x``; TypeError for anything else."""
     if isinstance(x, np.ndarray):
         return _backend("numpy")

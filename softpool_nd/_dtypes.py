@@ -14,7 +14,7 @@ __all__ = ["bfloat16", "is_bfloat16", "compute_dtypes", "accumulation_dtype"]
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _NATIVE = (np.dtype(np.float16), _F32, _F64)
-_BF16 = []  # [dtype or None] once looked up
+_BF16: list[np.dtype | None] = []  # [dtype or None] once looked up
 
 
 def bfloat16():
@@ -62,17 +62,18 @@ def compute_dtypes(dtype, argname, shape):
     >>> compute_dtypes(np.dtype(np.int8), "x", (4,))
     (dtype('float64'), dtype('float64'))
     """
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:  # a framework's dtype NumPy lacks (torch's float8 types): refused by its own name
+        dt = None
+    if dt is not None and dt.kind == "f":
         # non-native byte order (FITS, HDF5, netCDF files) computes in native order, as numpy ufuncs do
         dt = dt.newbyteorder("=")
-    if dt in _NATIVE or is_bfloat16(dt):
-        pass
-    elif dt.kind in "biu":
+    if dt is not None and dt.kind in "biu":
         dt = _F64
-    else:
+    elif dt is None or not (dt in _NATIVE or is_bfloat16(dt)):
         raise TypeError(
-            f"{argname} has dtype {dt} (input shape {tuple(shape)}); SoftPool takes float16, bfloat16, float32, "
-            f"float64, integer or bool arrays"
+            f"{argname} has dtype {dtype if dt is None else dt} (input shape {tuple(shape)}); SoftPool takes "
+            f"float16, bfloat16, float32, float64, integer or bool arrays"
         )
     return dt, accumulation_dtype(dt)

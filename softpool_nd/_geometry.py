@@ -8,12 +8,18 @@ user's arguments again.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Geometry", "PoolArgs", "make_geometry", "normalize_args"]
+__all__ = ["Geometry", "PoolArgs", "make_geometry", "normalize_args", "IntOrTuple", "Padding"]
+
+#: An int for every pooled axis, or one per pooled axis (``kernel``, ``stride``, ``dilation``, ``axes``).
+IntOrTuple = int | Sequence[int]
+#: ``padding``: an int, one per pooled axis, a (before, after) pair per pooled axis, or ``"same"``.
+Padding = int | str | Sequence[int | Sequence[int]]
 
 
 @dataclass(frozen=True)
@@ -43,16 +49,16 @@ class Geometry:
     True
     """
 
-    in_shape: tuple
-    out_shape: tuple
-    axes: tuple
-    kernel: tuple
-    stride: tuple
-    dilation: tuple
-    pad_lo: tuple
-    pad_hi: tuple
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    axes: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_lo: tuple[int, ...]
+    pad_hi: tuple[int, ...]
 
-    def full(self):
+    def full(self) -> tuple[tuple[int, int, int, int, int, int], ...]:
         """Per-array-axis ``(L, O, K, S, D, P)`` with unpooled axes as kernel 1.
 
         Treating an unpooled axis as a pooled one with kernel, stride and
@@ -69,7 +75,7 @@ class Geometry:
         return tuple(rows)
 
     @property
-    def overlapping(self):
+    def overlapping(self) -> bool:
         """True when some input cell belongs to more than one window."""
         return any(d * (k - 1) + 1 > s for k, s, d in zip(self.kernel, self.stride, self.dilation))
 
@@ -263,7 +269,7 @@ def normalize_args(ndim, kernel=2, stride=None, padding=0, dilation=1, ceil_mode
         _check_int64("padding", padding, [p for pair in pads for p in pair], shape)
     # Order the per-axis values by axis so equal geometries compare equal.
     order = sorted(range(n), key=lambda i: axes_t[i])
-    pick = lambda v: tuple(v[i] for i in order)  # noqa: E731
+    pick = lambda v: tuple(v[i] for i in order)
     return PoolArgs(pick(axes_t), pick(k), pick(s), pick(d), pads if pads == "same" else pick(pads), bool(ceil_mode))
 
 
@@ -285,11 +291,14 @@ _SCALARS = frozenset((int, bool, float, str, type(None)))
 #: Geometries of recent calls, by shape and frozen arguments: a training loop
 #: pools the same shapes again and again, and building a Geometry costs more
 #: than pooling a small array.
-_GEOMETRIES = {}
+_GEOMETRIES: dict[tuple, Geometry] = {}
 _GEOMETRIES_MAX = 1024
 
 
-def make_geometry(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False, axes=None):
+def make_geometry(
+    shape: Sequence[int], kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0,
+    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None,
+) -> Geometry:
     """Validate pooling arguments against an input shape.
 
     Parameters

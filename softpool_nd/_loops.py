@@ -22,6 +22,7 @@ NCOLS = 9
 __all__ = [
     "L", "O", "K", "S", "D", "P", "XS", "YS", "GS", "NCOLS",
     "loop_table", "layout_order", "layout_strides", "empty_like_layout", "element_strides",
+    "whole", "same_layout", "in_layout",
 ]
 
 
@@ -31,6 +32,32 @@ def element_strides(a):
     if any(s % item for s in a.strides):
         return None
     return tuple(s // item for s in a.strides)
+
+
+def whole(a, xp=np):
+    """(``a`` or, when a stride is not a whole number of elements, a contiguous copy; its element strides)."""
+    strides = element_strides(a)
+    if strides is None:
+        a = xp.ascontiguousarray(a)
+        strides = element_strides(a)
+    return a, strides
+
+
+def same_layout(a, strides):
+    """True when ``a`` can be addressed with element ``strides`` (size-1 axes never move, so their strides
+    do not matter): the one test of whether an array is already in the layout a kernel walks."""
+    own = element_strides(a)
+    return own is not None and all(s == t for s, t, n in zip(own, strides, a.shape) if n > 1)
+
+
+def in_layout(a, strides, like_strides, xp=np):
+    """``a`` when it is in the layout of element ``strides``, else a copy of it in the dense layout
+    ordered like ``like_strides`` (whose element strides are ``strides``)."""
+    if same_layout(a, strides):
+        return a
+    b = empty_like_layout(a.shape, like_strides, a.dtype, xp)
+    b[...] = a
+    return b
 
 
 @functools.lru_cache(maxsize=1024)
@@ -102,7 +129,7 @@ def loop_table(geom, x_strides, y_strides, g_strides=None):
         for r, xs, ys, gs in zip(geom.full(), x_strides, y_strides, g_strides)
     ]
     rows = [r for r in rows if not (r[L] == 1 and r[O] == 1 and r[K] == 1)]
-    merged = []
+    merged: list[list[int]] = []
     for r in rows:
         prev = merged[-1] if merged else None
         if (

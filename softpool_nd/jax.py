@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _api, composite
+from ._dtypes import accumulation_dtype
 from ._geometry import make_geometry
 from .composite import jax as _xla
 
@@ -46,8 +47,7 @@ def _shifted(params, extra):
 def _shapes(x, params):
     """Shapes and dtypes of (y, lse), as softpool_nd.forward gives them."""
     out_shape = params[0].out_shape
-    lse_dtype = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-    return jax.ShapeDtypeStruct(out_shape, x.dtype), jax.ShapeDtypeStruct(out_shape, lse_dtype)
+    return jax.ShapeDtypeStruct(out_shape, x.dtype), jax.ShapeDtypeStruct(out_shape, accumulation_dtype(x.dtype))
 
 
 def _host_pool(x, *, params, dtype):
@@ -148,17 +148,18 @@ def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=Fals
         raise TypeError(
             f"x has dtype {x.dtype} (input shape {tuple(x.shape)}); SoftPool takes floating, integer or bool arrays"
         )
-    if gradient not in ("exact", "weights"):
-        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {tuple(x.shape)})")
+    _api._check_gradient(gradient, tuple(x.shape))
+    # the accumulation dtype bounds beta (checked here, not inside the callback)
+    beta = _api._check_beta(beta, tuple(x.shape), accumulation_dtype(x.dtype))
     if impl is None:
         impl = _default_impl(x)
     elif impl not in ("xla", "callback"):
         raise ValueError(f"impl={impl!r} must be None, 'xla' or 'callback' (input shape {tuple(x.shape)})")
     if impl == "xla":
         p = composite.plan(x.shape, kernel, stride, padding, dilation, ceil_mode, axes)
-        return _xla.pool(x, p, _api._check_beta(beta, tuple(x.shape)), gradient)
+        return _xla.pool(x, p, beta, gradient)
     geom = make_geometry(x.shape, kernel, stride, padding, dilation, ceil_mode, axes)
-    params = (geom, ceil_mode, _api._check_beta(beta, geom.in_shape))
+    params = (geom, ceil_mode, beta)
     try:
         return _pool(x, params, gradient)
     except (TypeError, ValueError) as err:

@@ -32,7 +32,8 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 import torch.utils._python_dispatch as _python_dispatch
 
-from ._api import _prepare, backward, forward, jvp, output_shape, pool
+from ._api import _check_beta, _check_gradient, _prepare, backward, forward, jvp, output_shape, pool
+from ._dtypes import compute_dtypes
 from ._geometry import normalize_args
 from ._loops import layout_order
 
@@ -56,8 +57,7 @@ def _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, grad
     # the operator checks that beta is finite: torch.compile cannot trace math.isfinite on a float
     if not isinstance(beta, numbers.Real) or isinstance(beta, bool):
         raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
-    if gradient not in ("exact", "weights"):
-        raise ValueError(f"gradient={gradient!r} must be 'exact' or 'weights' (input shape {shape})")
+    _check_gradient(gradient, shape)
     return (
         list(args.kernel), list(args.stride), flat_pads, same, list(args.dilation),
         args.ceil_mode, list(args.axes), float(beta), gradient,
@@ -103,10 +103,22 @@ def _on_torch_stream(t):
     return ctx
 
 
+# torch dtype -> NumPy dtype, for the dtype rule of softpool_nd._dtypes; bfloat16 stands in as float16 (both keep
+# their dtype and accumulate in float32), so the rule needs no ml_dtypes here
+_AS_NUMPY = {
+    torch.from_numpy(np.zeros(0, t)).dtype: np.dtype(t)
+    for t in (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64,
+              np.complex64, np.complex128)
+}
+_AS_NUMPY[torch.bfloat16] = np.dtype(np.float16)
+_AS_TORCH = {v: k for k, v in _AS_NUMPY.items() if k != torch.bfloat16}
+
+
 def _result_dtypes(x):
-    """dtypes of (y, lse) for input ``x``, as softpool_nd.forward gives them."""
-    y = x.dtype if x.dtype.is_floating_point else torch.float64
-    return y, (torch.float64 if y == torch.float64 else torch.float32)
+    """dtypes of (y, lse) for input ``x``, as softpool_nd.forward gives them (the rule of softpool_nd._dtypes)."""
+    stand_in = _AS_NUMPY.get(x.dtype, x.dtype)  # any other dtype: compute_dtypes' TypeError names it
+    compute, acc = compute_dtypes(stand_in, "x", tuple(x.shape))
+    return (x.dtype if compute == stand_in else _AS_TORCH[compute]), _AS_TORCH[acc]
 
 
 def _layout_order(strides):
@@ -528,14 +540,11 @@ def soft_pool(
 def _composite(x, params):
     """soft_pool through softpool_nd.composite: the operator's checks, then the decomposition."""
     from . import composite
-    from ._api import _check_beta
     from .composite.torch import pool
 
     kwargs = _geometry_kwargs(*params[:7])
-    if x.dtype.is_complex:
-        raise TypeError(f"x has dtype {x.dtype} (input shape {tuple(x.shape)}); SoftPool takes real tensors")
     y_dtype, acc_dtype = _result_dtypes(x)
-    beta = _check_beta(params[7], tuple(x.shape), np.float64 if acc_dtype == torch.float64 else np.float32)
+    beta = _check_beta(params[7], tuple(x.shape), _AS_NUMPY[acc_dtype])
     return pool(x.to(y_dtype), composite.plan(x.shape, **kwargs), beta, params[8])
 
 

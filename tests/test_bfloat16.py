@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 import softpool_nd
-from reference import reference_backward, reference_forward
 from softpool_nd import _dtypes
+
+from reference import reference_backward, reference_forward
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 BF16 = np.dtype(ml_dtypes.bfloat16)

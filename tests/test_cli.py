@@ -242,7 +242,29 @@ def _fake_module(monkeypatch, name, calls, table):
         return table
 
     mod.run = run
+    mod.use_passive_wait_policy = lambda: None  # the real one sets the CLI process's own environment
     monkeypatch.setitem(sys.modules, name, mod)
+
+
+def test_importing_the_package_and_its_bench_module_leaves_the_environment_alone():
+    code = (
+        "import os; before = dict(os.environ); import softpool_nd, softpool_nd.bench, softpool_nd.cli.bench; "
+        "print(dict(os.environ) == before, 'OMP_WAIT_POLICY' in os.environ)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_bench_module_holds_measurements_and_benchmarks_hold_the_targets():
+    import softpool_nd.bench as bench
+
+    assert not hasattr(bench, "TRAINING_TARGETS") and "target" not in bench.run.__doc__.lower()
+    compare = pytest.importorskip("benchmarks.compare")
+    row = bench.Row("forward_speedup[0]", "x", 7.9, "7.9x")
+    assert compare._line(row).endswith("| >= 8x | NO |")
+    assert compare._line(bench.Row("training_compiled[1]", "x", 1.6, "1.6x")).endswith("| >= 1.5x | yes |")
+    assert compare.timeit_interleaved is bench.timeit_interleaved and compare.training_steps is bench.training_steps
 
 
 def test_bench_runs_cpu_table_and_says_why_no_gpu(monkeypatch, capsys):

@@ -4,12 +4,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from configs import random_config, tolerance  # noqa: E402
-from reference import reference_backward, reference_forward  # noqa: E402
+import softpool_nd
+import softpool_nd.composite
+from softpool_nd.torch import soft_pool
 
-import softpool_nd  # noqa: E402
-import softpool_nd.composite  # noqa: E402
-from softpool_nd.torch import soft_pool  # noqa: E402
+from configs import random_config, tolerance
+from reference import reference_backward, reference_forward
 
 BETAS = (1.0, 2.5, -0.7, 0.0)
 fmax32 = float(np.finfo(np.float32).max)
@@ -68,7 +68,7 @@ def test_integer_input_gives_float64_and_complex_is_refused():
 
 def test_numerics_rules_examples():
     """NUMERICS.md rules 2-3: the examples, huge betas and values, overflowed x - m."""
-    f32 = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32)
     assert _composite(f32([0, 1, -1, 0]), 1e30, kernel=2).tolist() == [1.0, 0.0]
     assert _composite(torch.tensor([1e300, 2e300], dtype=torch.float64), 1e10, kernel=2).tolist() == [2e300]
     assert _composite(f32([fmax32, -fmax32]), 0.0, kernel=2).tolist() == [0.0]
@@ -112,11 +112,11 @@ def test_forward_mode_and_second_order_against_finite_differences():
     a = torch.tensor(rng.standard_normal((1, 2, 5, 6)))
     v = torch.tensor(rng.standard_normal(a.shape))
     kw = dict(kernel=(2, 3), stride=(1, 2), padding=((1, 0), (0, 1)), dilation=(2, 1), ceil_mode=True, beta=1.7)
-    f = lambda t: soft_pool(t, **kw, impl="composite")  # noqa: E731
+    f = lambda t: soft_pool(t, **kw, impl="composite")
     _, dy = torch.func.jvp(f, (a,), (v,))
     h = 1e-6
     np.testing.assert_allclose(dy.numpy(), ((f(a + h * v) - f(a - h * v)) / (2 * h)).numpy(), rtol=1e-6, atol=1e-8)
-    loss = lambda t: (f(t) ** 2).sum()  # noqa: E731
+    loss = lambda t: (f(t) ** 2).sum()
     _, hvp = torch.func.jvp(torch.func.grad(loss), (a,), (v,))
     g = torch.func.grad(loss)
     np.testing.assert_allclose(hvp.numpy(), ((g(a + h * v) - g(a - h * v)) / (2 * h)).numpy(), rtol=1e-5, atol=1e-7)

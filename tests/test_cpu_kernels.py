@@ -5,11 +5,13 @@ from numba import njit
 from numba.core.errors import TypingError
 
 import softpool_nd
-from reference import reference_backward, reference_forward
 from softpool_nd._geometry import make_geometry
 from softpool_nd._loops import element_strides, loop_table
 from softpool_nd.cpu import backend, kernels
 from softpool_nd.cpu._scalar import exp_le0
+
+from configs import tolerance
+from reference import reference_backward, reference_forward
 
 inf, nan = np.inf, np.nan
 
@@ -96,7 +98,7 @@ def test_other_layouts_take_the_general_kernels():
 def test_class_kernels_match_the_oracle(shape, kw, fwd_class, bwd_class, dtype):
     rng = np.random.default_rng(len(shape) * 100 + shape[-1])
     x = rng.normal(size=shape).astype(dtype)
-    rtol = {np.float16: 2e-3, np.float32: 2e-5, np.float64: 1e-12}[dtype]
+    rtol = tolerance(dtype)[0]
     for beta in (1.0, 0.0, -2.0):
         y, lse = softpool_nd.forward(x, beta=beta, **kw)
         y_ref, lse_ref = reference_forward(x.astype(np.float64), beta=beta, **kw)

@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 
 import softpool_nd
-from configs import DTYPES, random_config
+
+from configs import DTYPES, random_config, tolerance
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
-from softpool_nd.dask import _plan, backend  # noqa: E402  (needs dask)
+from softpool_nd.dask import _plan, backend  # needs dask
 
 # the tolerances for chunked against in-memory results
-RTOL = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}
 
 
 def random_chunks(rng, shape):
@@ -25,7 +25,7 @@ def random_chunks(rng, shape):
 
 
 def assert_close(got, expect):
-    rtol = RTOL[np.dtype(expect.dtype).type]
+    rtol = tolerance(expect.dtype, "kernels")[0]
     assert got.dtype == expect.dtype and got.shape == expect.shape
     np.testing.assert_allclose(got.astype(np.float64), expect.astype(np.float64), rtol=rtol, atol=rtol)
 

@@ -7,9 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from reference import reference_backward, reference_forward
 
 import softpool_nd
+
+from reference import reference_backward, reference_forward
 
 #: The folder softpool_nd was imported from, for subprocesses to import the same one.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(softpool_nd.__file__)))

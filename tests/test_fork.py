@@ -98,7 +98,7 @@ def thread(i):
     try:
         rs = [work(0) for _ in range(20)]
         results[i] = rs
-    except Exception as e:  # noqa: BLE001 (reported below)
+    except Exception as e:  # reported below
         errors.append(e)
 
 threads = [threading.Thread(target=thread, args=(i,)) for i in range(8)]

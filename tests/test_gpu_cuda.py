@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import softpool_nd
-from configs import random_config, random_layout, tolerance
 from softpool_nd.gpu import check
+
+from configs import random_config, random_layout, tolerance
 
 cp = pytest.importorskip("cupy") if check.available() else None
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason="no CUDA GPU visible to CuPy")]

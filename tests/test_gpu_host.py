@@ -10,14 +10,15 @@ import re
 import numpy as np
 import pytest
 
-from reference import reference_backward, reference_forward
 from softpool_nd import _dtypes, make_geometry
 from softpool_nd._loops import NCOLS, loop_table
 from softpool_nd.cpu import backend as cpu
-from configs import random_config, random_layout, tolerance
 from softpool_nd.gpu import launch
 from softpool_nd.gpu.backend import Backend
 from softpool_nd.gpu.host import HostLauncher
+
+from configs import random_config, random_layout, tolerance
+from reference import reference_backward, reference_forward
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 ACC = {F16: F32, F32: F32, F64: F64}

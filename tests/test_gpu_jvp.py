@@ -9,11 +9,12 @@ import itertools
 import numpy as np
 import pytest
 
-from configs import random_config, random_layout, tolerance
-from reference import reference_forward, windows
 from softpool_nd import make_geometry
 from softpool_nd.gpu.backend import Backend
 from softpool_nd.gpu.host import HostLauncher
+
+from configs import random_config, random_layout, tolerance
+from reference import reference_forward, windows
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 ACC = {F16: F32, F32: F32, F64: F64}

@@ -15,7 +15,7 @@ def test_gpu_missing_cupy_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     monkeypatch.setattr(backend, "_CUDA", None)
     with pytest.raises(ImportError, match=r"pip install softpool_nd\[gpu\]"):
-        backend.xp
+        _ = backend.xp
     geom = softpool_nd.make_geometry((1, 1, 4, 4), 2)
     with pytest.raises(ImportError, match=r"pip install softpool_nd\[gpu\]"):
         backend.forward(np.zeros((1, 1, 4, 4), np.float32), geom, 1.0, np.dtype(np.float32))

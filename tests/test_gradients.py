@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from configs import random_config
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 import softpool_nd
 import softpool_nd.jax as spj
+
 from reference import reference_backward, reference_forward
 
 CONFIGS = [
@@ -57,7 +58,7 @@ def test_float64_with_x64():
 
 def test_vmap_and_vmap_of_grad():
     a = _a((3, 2, 5, 6), seed=4)
-    f = lambda x: spj.soft_pool(x, 2, padding=(0, 1), axes=(1, 2))  # noqa: E731
+    f = lambda x: spj.soft_pool(x, 2, padding=(0, 1), axes=(1, 2))
     y = jax.vmap(f)(jnp.asarray(a))
     np.testing.assert_array_equal(np.asarray(y), softpool_nd.pool(a, 2, padding=(0, 1), axes=(2, 3)))
     grads = jax.jit(jax.vmap(jax.grad(lambda x: f(x).sum())))(jnp.asarray(a))
@@ -83,6 +84,13 @@ def test_bad_gradient_names_itself():
         spj.soft_pool(jnp.zeros(4), gradient="fast")
 
 
+@pytest.mark.parametrize("impl", ["xla", "callback"])
+def test_beta_beyond_float32_is_refused_for_float32_before_the_callback(impl):
+    # float32 accumulates in float32: beta=1e39 gave NaN (xla) or failed inside the callback
+    with pytest.raises(ValueError, match=r"beta=1e\+39 .*float32.*input shape \(4,\)"):
+        spj.soft_pool(jnp.zeros(4, jnp.float32), 2, beta=1e39, impl=impl)
+
+
 def test_complex_input_is_refused_before_the_callback():
     with pytest.raises(TypeError, match="complex64"):
         spj.soft_pool(jnp.zeros(4, jnp.complex64), 2)
@@ -90,7 +98,7 @@ def test_complex_input_is_refused_before_the_callback():
 
 # --- the XLA path (impl='xla'): the composite decomposition in jax.numpy ---
 
-from configs import random_config, tolerance  # noqa: E402
+from configs import random_config, tolerance
 
 
 def _xla(x, **kw):
@@ -140,11 +148,11 @@ def test_xla_path_forward_mode_and_hessian_against_finite_differences():
     with jax.enable_x64(True):
         a = jnp.asarray(rng.standard_normal((2, 5, 6)))
         v = jnp.asarray(rng.standard_normal(a.shape))
-        f = lambda x: _xla(x, axes=(1, 2), **kw)  # noqa: E731
+        f = lambda x: _xla(x, axes=(1, 2), **kw)
         h = 1e-6
         _, dy = jax.jvp(f, (a,), (v,))
         np.testing.assert_allclose(dy, (f(a + h * v) - f(a - h * v)) / (2 * h), rtol=1e-6, atol=1e-8)
-        loss = lambda x: (f(x) ** 2).sum()  # noqa: E731
+        loss = lambda x: (f(x) ** 2).sum()
         g = jax.grad(loss)
         _, hvp = jax.jvp(g, (a,), (v,))
         np.testing.assert_allclose(hvp, (g(a + h * v) - g(a - h * v)) / (2 * h), rtol=1e-5, atol=1e-7)
@@ -162,7 +170,7 @@ def test_xla_path_forward_mode_and_hessian_against_finite_differences():
 
 def test_xla_path_vmap_equals_batched_call():
     a = jnp.asarray(_a((3, 2, 5, 6), seed=9))
-    f = lambda x: _xla(x, kernel=2, padding=(0, 1), axes=(1, 2))  # noqa: E731
+    f = lambda x: _xla(x, kernel=2, padding=(0, 1), axes=(1, 2))
     np.testing.assert_array_equal(jax.vmap(f)(a), _xla(a, kernel=2, padding=(0, 1), axes=(2, 3)))
     grads = jax.vmap(jax.grad(lambda x: f(x).sum()))(a)
     ones = np.ones(softpool_nd.output_shape(a.shape, 2, padding=(0, 1), axes=(2, 3)), np.float32)
@@ -202,7 +210,7 @@ def test_default_impl_is_the_callback_on_cpu_and_bad_impl_is_named():
 def test_forward_mode_on_the_callback_path_says_what_is_supported(transform):
     """Issue #14 item 4: softpool_nd's own message, naming impl='xla', instead of JAX's generic one."""
     x = jnp.asarray(_a((1, 2, 4, 4), seed=11))
-    f = lambda a: spj.soft_pool(a, 2, impl="callback").sum()  # noqa: E731
+    f = lambda a: spj.soft_pool(a, 2, impl="callback").sum()
     run = {
         "jvp": lambda: jax.jvp(f, (x,), (x,)),
         "jacfwd": lambda: jax.jacfwd(f)(x),

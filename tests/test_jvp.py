@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from configs import DTYPES, random_config, tolerance
 from reference import reference_jvp
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from reference import reference_backward, reference_forward
 
 KW = dict(kernel=3, stride=2, padding=1)
@@ -61,6 +62,25 @@ def test_out_is_filled_and_returned(layout):
     res = softpool_nd.pool(x, 2, out=out)
     assert res is out
     np.testing.assert_array_equal(out, softpool_nd.pool(x, 2))
+
+
+def test_same_layout_is_the_one_test_both_backends_use():
+    from softpool_nd._loops import in_layout, layout_strides, same_layout
+
+    a = np.zeros((4, 1, 6))
+    assert same_layout(a, (6, 6, 1)) and same_layout(a, (6, 99, 1))  # a size-1 axis never moves
+    assert not same_layout(a, (1, 6, 4))
+    assert not same_layout(a[:, :, ::2], (6, 6, 1))
+    f = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    assert in_layout(f, (1, 3), f.strides) is f
+    c = in_layout(f, layout_strides(f.shape, (8, 1)), (8, 1))
+    assert c.flags.c_contiguous and not np.shares_memory(c, f)
+    np.testing.assert_array_equal(c, f)
+    # an out= whose size-1 axis has any stride is written in place, on the CPU as in the GPU backend
+    x = np.random.default_rng(3).normal(size=(2, 1, 8)).astype(np.float32)
+    out = np.full((2, 5, 4), np.nan, np.float32)[:, 2:3]
+    assert softpool_nd.pool(x, 2, axes=2, out=out) is out
+    np.testing.assert_array_equal(out, softpool_nd.pool(x, 2, axes=2))
 
 
 def test_zero_size_unpooled_axis_gives_empty_result():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import softpool_nd
+
 from reference import reference_backward, reference_forward
 
 _HALF_AND_SINGLE = (np.float16, np.float32)

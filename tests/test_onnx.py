@@ -17,10 +17,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from configs import random_config  # noqa: E402
+import softpool_nd
+from softpool_nd.torch import SoftPool1d, SoftPool2d, SoftPool3d, SoftPoolNd
 
-import softpool_nd  # noqa: E402
-from softpool_nd.torch import SoftPool1d, SoftPool2d, SoftPool3d, SoftPoolNd  # noqa: E402
+from configs import random_config
 
 # (module, input shape at export, the same pooling as softpool_nd.pool keyword arguments)
 CASES = [

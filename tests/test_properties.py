@@ -5,6 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import softpool_nd
+
 from reference import reference_forward, windows
 
 
@@ -14,7 +15,7 @@ def configs(draw):
     shape = tuple(draw(st.lists(st.integers(1, 6), min_size=rank, max_size=rank)))
     axes = tuple(sorted(draw(st.sets(st.integers(0, rank - 1), min_size=1))))
     n = len(axes)
-    per_axis = lambda lo, hi: st.tuples(*[st.integers(lo, hi)] * n)  # noqa: E731
+    per_axis = lambda lo, hi: st.tuples(*[st.integers(lo, hi)] * n)
     kw = dict(
         kernel=draw(per_axis(1, 4)),
         stride=draw(per_axis(1, 3)),

@@ -9,6 +9,8 @@ import pytest
 import softpool_nd
 import softpool_nd._pyramid
 
+from configs import tolerance
+
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
@@ -68,7 +70,7 @@ def test_pyramid_dask_matches_numpy(dtype):
     expect = softpool_nd.pyramid(x, 3, kernel=(2, 3), beta=2.0)
     assert levels[0] is xd
     assert all(isinstance(a, da.Array) for a in levels)
-    rtol = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-12}[dtype]
+    rtol = tolerance(dtype, "kernels")[0]
     for got, want in zip(dask.compute(*levels), expect):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=rtol, atol=rtol)

@@ -3,7 +3,8 @@
 A README reads top to bottom, so a block may use what an earlier one made (the ONNX export uses the
 PyTorch tour's ``model`` and ``x``): the blocks run one after another in one namespace, in a
 temporary directory (an example may write a file). The README's links to files of the repository
-must point to files that exist.
+must point to files that exist. The Zarr example is examples/pyramid_zarr.py, run on a small
+shape by tests/test_examples.py.
 """
 import pathlib
 import re

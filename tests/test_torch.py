@@ -10,10 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import softpool_nd  # noqa: E402
-import softpool_nd.torch as spt  # noqa: E402
-from reference import windows  # noqa: E402
-from test_interop import seen  # noqa: E402, F401 (fixture)
+import softpool_nd
+import softpool_nd.torch as spt
+
+from reference import windows
 
 torch.set_num_threads(1)
 
@@ -230,7 +230,7 @@ def test_forward_mode_refuses_the_weights_rule():
 
 def test_gradcheck_reverse_forward_and_batched_modes():
     x = _x((1, 2, 5, 4), requires_grad=True)
-    fn = lambda t: spt.soft_pool2d(t, 3, 2, padding=1, beta=1.5)  # noqa: E731
+    fn = lambda t: spt.soft_pool2d(t, 3, 2, padding=1, beta=1.5)
     assert torch.autograd.gradcheck(
         fn, (x,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True,
     )
@@ -244,8 +244,8 @@ def test_torch_func_transforms_agree_with_the_reference_formula():
     def loss(f):
         return lambda a: (f(a) * g).sum()
 
-    ours = lambda a: spt.soft_pool(a, **kw)  # noqa: E731
-    ref = lambda a: torch_reference(a, **kw)  # noqa: E731
+    ours = lambda a: spt.soft_pool(a, **kw)
+    ref = lambda a: torch_reference(a, **kw)
     close = dict(rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(torch.func.grad(loss(ours))(x), torch.func.grad(loss(ref))(x), **close)
     (gx,) = torch.func.vjp(ours, x)[1](g)

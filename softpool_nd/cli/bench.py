@@ -40,7 +40,9 @@ def run(quick=False, out=print):
     """
     missing = []
     try:
-        _load("softpool_nd.bench", "CPU benchmark").run(quick=quick)
+        cpu = _load("softpool_nd.bench", "CPU benchmark")
+        cpu.use_passive_wait_policy()  # this command's own process: before torch loads
+        cpu.run(quick=quick)
     except CLIError as exc:
         missing.append(str(exc))
     devices, reason = cuda_devices()

@@ -21,8 +21,8 @@ import pickle
 import threading
 
 import numba
-from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.core import sigutils
+from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.core.ccallback import CFunc
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
+from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
 from . import _threads, kernels
 from .jvp import dx_table, jvp_kernel
 
@@ -55,15 +55,6 @@ def _tasks(n):
     return 1 if n < SERIAL_BELOW or threads == 1 else 8 * threads
 
 
-def _whole(a):
-    """(``a`` or, when a stride is not a whole number of elements, a contiguous copy; its element strides)."""
-    strides = element_strides(a)
-    if strides is None:
-        a = np.ascontiguousarray(a)
-        strides = element_strides(a)
-    return a, strides
-
-
 #: The lse argument of a forward that computes no lse.
 _NO_LSE = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
@@ -89,10 +80,10 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
 
     With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
     """
-    x, x_strides = _whole(x)
+    x, x_strides = whole(x)
     xflat, x0 = _flat(x)
     ys, tab, kernel = _forward_plan(geom, x_strides)
-    direct = out is not None and element_strides(out) == ys
+    direct = out is not None and same_layout(out, ys)
     y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
     lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
     lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
@@ -104,21 +95,12 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     return y, lse
 
 
-def _aligned(a, ys, x):
-    """Output-shaped ``a`` in the layout of strides ``ys`` (x's layout), copied only when it is not in it."""
-    if element_strides(a) == ys:
-        return a
-    b = empty_like_layout(a.shape, x.strides, a.dtype)
-    b[...] = a
-    return b
-
-
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
-    x, x_strides = _whole(x)
+    x, x_strides = whole(x)
     gx = empty_like_layout(x.shape, x.strides, x.dtype)
     ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
-    gy, y, lse = (_aligned(a, ys, x) for a in (grad_y, y, lse))
+    gy, y, lse = (in_layout(a, ys, x.strides) for a in (grad_y, y, lse))
     xflat, x0 = _flat(x)
     with _threads.serial:
         kernel(
@@ -138,10 +120,10 @@ def _jvp_plan(geom, x_strides, dx_strides):
 
 def jvp(dx, x, y, lse, geom, beta, acc_dtype):
     """Return the tangent dy of y for the tangent ``dx`` of ``x`` (dx in x's dtype and shape, any layout)."""
-    x, x_strides = _whole(x)
-    dx, dx_strides = _whole(dx)
+    x, x_strides = whole(x)
+    dx, dx_strides = whole(dx)
     ys, tab, dtab = _jvp_plan(geom, x_strides, dx_strides)
-    y, lse = _aligned(y, ys, x), _aligned(lse, ys, x)
+    y, lse = in_layout(y, ys, x.strides), in_layout(lse, ys, x.strides)
     dy = empty_like_layout(geom.out_shape, x.strides, x.dtype)
     (xflat, x0), (dflat, d0) = _flat(x), _flat(dx)
     with _threads.serial:

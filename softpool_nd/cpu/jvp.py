@@ -29,7 +29,7 @@ in column XS, through the same ``_window_offsets`` the forward uses.
 import numpy as np
 from numba import prange
 
-from .._loops import D, GS, K, L, O, P, S, XS, YS
+from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._cache import cached_njit
 from ._scalar import acc, exp_le0, store
 from .kernels import _OPTIONS, _clip, _inlined, _jit, _next_row, _row_index, _u, _window_offsets

@@ -10,10 +10,10 @@ call work, and the first cupy-only call raises an ImportError naming
 """
 from __future__ import annotations
 
-from .._loops import element_strides, empty_like_layout, layout_strides, loop_table
+from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
 from .launch import launch_backward, launch_forward, launch_jvp
 
-__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16", "takes_out"]
+__all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16", "takes_out"]  # noqa: F822 (xp: __getattr__)
 
 name = "gpu"
 
@@ -29,10 +29,6 @@ class Backend:
         self.launcher = launcher
         self.xp = xp
 
-    def _whole(self, a):
-        """``a``, or a contiguous copy when a stride is not a whole number of elements."""
-        return a if element_strides(a) is not None else self.xp.ascontiguousarray(a)
-
     def forward(self, x, geom, beta, acc_dtype, out=None, with_lse=True, lse_out=None):
         """Return (y, lse) for a float16/32/64 (or bfloat16) array ``x``; ``y`` is ``out`` and lse
         ``lse_out`` when given.
@@ -45,7 +41,7 @@ class Backend:
             return self._forward(x, geom, beta, acc_dtype, out, with_lse, lse_out)
 
     def _forward(self, x, geom, beta, acc_dtype, out, with_lse, lse_out):
-        x = self._whole(x)
+        x = whole(x, self.xp)[0]
         ys = layout_strides(geom.out_shape, x.strides)
         y = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
         lse = self._target(lse_out, ys, geom.out_shape, x.strides, acc_dtype) if with_lse or lse_out is not None else None
@@ -55,7 +51,7 @@ class Backend:
 
     def _target(self, out, strides, shape, like_strides, dtype):
         """``out`` when the kernel can write it with element ``strides``, else a new array in that layout."""
-        if out is not None and _same_layout(out, strides):
+        if out is not None and same_layout(out, strides):
             return out
         return empty_like_layout(shape, like_strides, dtype, self.xp)
 
@@ -68,18 +64,9 @@ class Backend:
             return self._backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact, out)
 
     def _backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact, out):
-        x = self._whole(x)
+        x = whole(x, self.xp)[0]
         ys = layout_strides(geom.out_shape, x.strides)
-
-        def aligned(a):
-            """Copy an output-shaped array into the shared layout only when it is not in it."""
-            if _same_layout(a, ys):
-                return a
-            b = empty_like_layout(geom.out_shape, x.strides, a.dtype, self.xp)
-            b[...] = a
-            return b
-
-        gy, y, lse = aligned(grad_y), aligned(y), aligned(lse)
+        gy, y, lse = (in_layout(a, ys, x.strides, self.xp) for a in (grad_y, y, lse))
         # the kernel writes grad_x with strides of its own (column GS): any out with whole-element strides
         gx = out if out is not None and element_strides(out) is not None else empty_like_layout(
             x.shape, x.strides, x.dtype, self.xp)
@@ -96,22 +83,17 @@ class Backend:
             return self._jvp(dx, x, y, lse, geom, beta, acc_dtype, out)
 
     def _jvp(self, dx, x, y, lse, geom, beta, acc_dtype, out):
-        x = self._whole(x)
-        if not _same_layout(dx, element_strides(x)):
+        x = whole(x, self.xp)[0]
+        if not same_layout(dx, element_strides(x)):
             # the kernel reads dx with x's offsets: give both one dense layout
-            x, dx = (self._copy(a, x.shape, x.strides) for a in (x, dx))
+            dense = layout_strides(x.shape, x.strides)
+            x, dx = (in_layout(a, dense, x.strides, self.xp) for a in (x, dx))
         ys = layout_strides(geom.out_shape, x.strides)
-        y, lse = (a if _same_layout(a, ys) else self._copy(a, geom.out_shape, x.strides) for a in (y, lse))
+        y, lse = (in_layout(a, ys, x.strides, self.xp) for a in (y, lse))
         dy = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
         tab = loop_table(geom, element_strides(x), ys)
         launch_jvp(self.launcher, dx, x, y, lse, dy, tab, beta, acc_dtype)
         return _filled(out, dy)
-
-    def _copy(self, a, shape, like_strides):
-        """``a`` copied into the dense layout ordered like ``like_strides``."""
-        b = empty_like_layout(shape, like_strides, a.dtype, self.xp)
-        b[...] = a
-        return b
 
 
 def _filled(out, result):
@@ -120,12 +102,6 @@ def _filled(out, result):
         return result
     out[...] = result
     return out
-
-
-def _same_layout(a, strides):
-    """True when ``a`` can be addressed with element ``strides`` (size-1 axes never move)."""
-    own = element_strides(a)
-    return own is not None and all(s == t for s, t, n in zip(own, strides, a.shape) if n > 1)
 
 
 _CUDA = None
