@@ -270,7 +270,9 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
         gbuf = scratch[0]
         memo = _memo()
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        Li, Oi, Ki, Si, Di, Pi = (
+            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        )
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
         oa, cf, n, n_blocks = _block_cells(Oi, Li, Ki, Si, Di, Pi)
         # Block cells: those of c in [cf, n), clamped to the row: with a stride
@@ -299,7 +301,9 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
             for i in range(first, last - gap):
                 j = i if i < ca else i + gap
                 xj = x0 + xbase + j * xs
-                g, ok = _cell_backward(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None)
+                g, ok = _cell_backward(
+                    gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None,
+                )
                 if not ok:
                     g = _cell_backward_careful(
                         gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,

@@ -214,7 +214,9 @@ def _forward_units_for(sweep, cells):
     def units(args, u0, u1, offs, idx, scratch):
         x, x0, tab, beta, y, lse, with_lse = args
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        Li, Oi, Ki, Si, Di, Pi = (
+            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        )
         xs, ys = tab[inner, XS], tab[inner, YS]
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
         n = ob - oa
@@ -227,7 +229,9 @@ def _forward_units_for(sweep, cells):
             o1 = min(ob, o0 + BLOCK)
             done = 0
             if count == cells and o1 > o0:
-                done = sweep(x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch)
+                done = sweep(
+                    x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch,
+                )
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1
             # the windows of [first, last) outside the sweep's [o0, o0 + done),

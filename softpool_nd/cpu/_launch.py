@@ -10,11 +10,14 @@ the C signature ``void(int64 argv, int64 chunk, int64 chunks)``; ``argv`` is
 the address of an int64 argument block (buffer addresses and sizes, scalars)
 that the driver fills and the task reads back with ``buffer``. The drivers
 (one per direction, compiled per dtype) are the only parallel functions.
-Each direction declares its block once, as an ``ArgumentBlock`` table of
-(name, kind) in slot order: the driver packs and the task unpacks through it
-(``driver_for``, ``class_task``), so the slot numbers are written nowhere else.
 Both are cached on disk by numba, stamped with a digest of every source they
 compile from (see ``_cache``).
+
+Each direction declares its block once, as an ``ArgumentBlock``: a table of
+(name, kind) in slot order, from which the driver's packing and the task's
+unpacking are built (``driver_for``, ``class_task``), so no slot number is
+written anywhere else. Drivers and tasks are closures made by these
+factories, one per direction or per class and dtype pair, each named apart.
 
 Two rules follow from C callbacks. Arrays cross as address and size, and
 the task reads each as the type it expects: the drivers refuse, when they
@@ -36,8 +39,8 @@ from numba.extending import intrinsic, overload
 from .._loops import NCOLS
 from ._cache import cached_cfunc, cached_njit
 from ._compile import _OPTIONS, _WRAPPERLESS, _driver, _inlined, _jit
-from ._walk import _offsets_scratch, _scratch
 from ._scalar import _bits, _float_from_bits
+from ._walk import _offsets_scratch, _scratch
 
 #: The task's C signature: (argument block address, chunk, number of chunks).
 TASK_SIGNATURE = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
@@ -152,9 +155,9 @@ def call_task(typingctx, task, argv, chunk, chunks):
     return nbtypes.none(nbtypes.int64, argv, nbtypes.int64, nbtypes.int64), codegen
 
 
-#: Kinds of argument block entries, as (slots, what the driver stores there):
-#: arrays (1-D, C-contiguous) as their address and size, an int64 or bool as
-#: itself, the accumulation-type scalar (beta) as its bits.
+#: Kinds of argument block entries. The driver stores an array (1-D,
+#: C-contiguous) as its address and size (two slots), an int64 or bool as
+#: itself and the accumulation-type scalar (beta) as its bits (one slot).
 STORED = "stored"  # an array of x's storage type (x being the block's first STORED array)
 ACC = "acc"  # an array of the accumulation type (that of the block's SCALAR)
 TABLE = "table"  # the int64 loop table, read back in its (rows, NCOLS) shape

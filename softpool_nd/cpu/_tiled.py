@@ -84,7 +84,9 @@ def _tiled_units_for(sweep, cells):
     def units(args, u0, u1, offs, idx, g):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        Li, Oi, Ki, Si, Di, Pi = (
+            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        )
         xs, ys = tab[inner, XS], tab[inner, YS]
         n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
         n_blocks = _n_blocks(n)
@@ -98,14 +100,18 @@ def _tiled_units_for(sweep, cells):
             o1 = min(n, o0 + BLOCK)
             done = 0
             if o1 > o0:
-                done = sweep(gy, x, y, lse, gx, x0 + o0 * Si * xs, o0 * Si * xs, offs, ybase + o0 * ys, o1 - o0, beta, exact, g)
+                done = sweep(
+                    gy, x, y, lse, gx, x0 + o0 * Si * xs, o0 * Si * xs, offs, ybase + o0 * ys, o1 - o0, beta, exact, g,
+                )
             last = Li if bi == n_blocks - 1 else o1 * Si
             if (o0 + done) * Si < last:
                 row[0] = ybase
                 for q in range(count):
                     for j in range((o0 + done) * Si, last):
                         at = offs[q] + j * xs
-                        gj, ok = _cell_backward(gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None)
+                        gj, ok = _cell_backward(
+                            gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None,
+                        )
                         if not ok:
                             gj = _cell_backward_careful(
                                 gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,

@@ -72,9 +72,11 @@ BACKWARD_ARGS = ArgumentBlock(
     ("x", STORED), ("x0", INDEX), ("tab", TABLE), ("beta", SCALAR),
     ("gy", STORED), ("y", STORED), ("lse", ACC), ("exact", FLAG), ("gx", STORED),
 )
+_run_forward, _run_forward_serial = driver_for(FORWARD_ARGS, "_run_forward")
+_run_backward, _run_backward_serial = driver_for(BACKWARD_ARGS, "_run_backward")
 # (argument block, parallel driver, serial driver) of each direction
-_FORWARD = (FORWARD_ARGS, *driver_for(FORWARD_ARGS, "_run_forward"))
-_BACKWARD = (BACKWARD_ARGS, *driver_for(BACKWARD_ARGS, "_run_backward"))
+_FORWARD = (FORWARD_ARGS, _run_forward, _run_forward_serial)
+_BACKWARD = (BACKWARD_ARGS, _run_backward, _run_backward_serial)
 
 
 def _class_kernel(direction, units, work, scratch, name):
