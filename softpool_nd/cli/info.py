@@ -79,8 +79,8 @@ def _numba_cache():
 
     from ..cpu import _cache, kernels
 
-    # the forward driver lives in kernels.py, as the class tasks' templates do:
-    # numba caches them all in the same folder
+    # the drivers and the class tasks are all built in cpu/_launch.py: numba
+    # caches them in the same folder
     cache = getattr(kernels._run_forward, "_cache", None)
     path = getattr(cache, "_cache_path", None)
     if path is None:

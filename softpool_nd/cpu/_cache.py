@@ -1,9 +1,9 @@
 """The numba disk cache of the CPU kernels, keyed on every source they compile from.
 
 numba stamps a cached function with its own source file only. A kernel here
-compiles code from several modules (the templates in ``kernels``, the launch
-layer in ``_launch``, the scalar helpers in ``_scalar``, the loop table's
-column numbers in ``softpool_nd._loops``): after an edit to one of the others,
+compiles code from several modules (the sweeps of ``_forward``, ``_backward``
+and ``_tiled``, the launch layer in ``_launch``, the scalar helpers in
+``_scalar``, the loop table's column numbers in ``softpool_nd._loops``): after an edit to one of the others,
 or an upgrade that changes only one of them, numba would load the old machine
 code. Every kernel cached through this module is stamped instead with
 ``DIGEST``, a hash of all of ``SOURCES``; a cache entry with another stamp is
@@ -12,7 +12,8 @@ stale, as numba treats an entry of an edited source file, and is recompiled.
 
 Everything here goes through numba's caching classes (``FunctionCache`` and
 its locators, the ones numba uses for ``cache=True``), with the source stamp
-as the only change.
+and the closure-free index key (``_KernelCache._index_key``) as the only
+changes.
 """
 import hashlib
 import os
@@ -60,9 +61,21 @@ class _Impl(CompileResultCacheImpl):
 class _KernelCache(FunctionCache):
     _impl_class = _Impl
 
+    def _index_key(self, sig, codegen):
+        """numba's key without the hash of a closure's cell contents.
+
+        numba pickles the cells, and a dispatcher pickles with an id of its
+        process: the tasks and drivers ``_launch`` builds as closures would
+        never be found again. Their names tell them apart instead (one per
+        class or direction and dtypes, the file name of the entry), and
+        ``DIGEST`` covers the code their cells were built from.
+        """
+        code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
+        return (sig, codegen.magic_tuple(), (code, ""))
+
 
 def cached_njit(**options):
-    """``numba.njit(**options)`` cached on disk under ``DIGEST``."""
+    """``numba.njit(**options)`` cached on disk under ``DIGEST`` (names as for ``cached_cfunc``)."""
 
     def decorate(py_func):
         dispatcher = numba.njit(**options)(py_func)
@@ -73,7 +86,11 @@ def cached_njit(**options):
 
 
 def cached_cfunc(signature, py_func, **options):
-    """``numba.cfunc(signature, cache=True, **options)(py_func)``, cached under ``DIGEST``."""
+    """``numba.cfunc(signature, cache=True, **options)(py_func)``, cached under ``DIGEST``.
+
+    ``py_func``'s name must tell it apart from every other function cached
+    from the same line (see ``_KernelCache._index_key``).
+    """
     callback = CFunc(py_func, sigutils.normalize_signature(signature), locals={}, options=options)
     callback._cache = _KernelCache(py_func)
     callback.compile()

@@ -13,6 +13,12 @@ that the driver fills and the task reads back with ``buffer``. The drivers
 Both are cached on disk by numba, stamped with a digest of every source they
 compile from (see ``_cache``).
 
+Each direction declares its block once, as an ``ArgumentBlock``: a table of
+(name, kind) in slot order, from which the driver's packing and the task's
+unpacking are built (``driver_for``, ``class_task``), so no slot number is
+written anywhere else. Drivers and tasks are closures made by these
+factories, one per direction or per class and dtype pair, each named apart.
+
 Two rules follow from C callbacks. Arrays cross as address and size, and
 the task reads each as the type it expects: the drivers refuse, when they
 are compiled, buffers that are not C-contiguous or not of that type
@@ -25,16 +31,16 @@ import types
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit
+from numba import carray, prange
 from numba import types as nbtypes
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
+from .._loops import NCOLS
 from ._cache import cached_cfunc, cached_njit
-
-# only ever called from compiled code: see softpool_nd.cpu.kernels
-_WRAPPERLESS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-_inlined = njit(inline="always", **_WRAPPERLESS)
+from ._compile import _OPTIONS, _WRAPPERLESS, _driver, _inlined, _jit
+from ._scalar import _bits, _float_from_bits
+from ._walk import _offsets_scratch, _scratch
 
 #: The task's C signature: (argument block address, chunk, number of chunks).
 TASK_SIGNATURE = nbtypes.void(nbtypes.int64, nbtypes.int64, nbtypes.int64)
@@ -84,7 +90,7 @@ def _expect(a, like):
     return lambda a, like: None
 
 
-@njit(**_WRAPPERLESS)
+@_jit
 def argument_block(n, tasks):
     """An int64 block of ``n`` argument slots, then one zeroed slot per task (see ``mark_done``).
 
@@ -149,39 +155,228 @@ def call_task(typingctx, task, argv, chunk, chunks):
     return nbtypes.none(nbtypes.int64, argv, nbtypes.int64, nbtypes.int64), codegen
 
 
-def serial(driver, options):
-    """``driver`` (a parallel njit function) compiled again without numba's
-    parallel region: its ``prange`` runs as ``range`` on the calling thread,
-    and no worker thread is woken. Named apart, as numba's disk cache keys
-    its entries on the function's name, not on the compile options.
+#: Kinds of argument block entries. The driver stores an array (1-D,
+#: C-contiguous) as its address and size (two slots), an int64 or bool as
+#: itself and the accumulation-type scalar (beta) as its bits (one slot).
+STORED = "stored"  # an array of x's storage type (x being the block's first STORED array)
+ACC = "acc"  # an array of the accumulation type (that of the block's SCALAR)
+TABLE = "table"  # the int64 loop table, read back in its (rows, NCOLS) shape
+INDEX = "index"  # an int64
+FLAG = "flag"  # a bool
+SCALAR = "scalar"  # the accumulation-type scalar
+_SLOTS = {STORED: 2, ACC: 2, TABLE: 2, INDEX: 1, FLAG: 1, SCALAR: 1}
+
+
+class ArgumentBlock:
+    """A direction's argument block, declared once: (name, kind) per argument, in slot order.
+
+    ``size`` is its number of slots. ``pack(argv, values)`` stores ``values``
+    (a tuple in table order) in int64 array ``argv``, refusing, when its caller
+    is compiled, arrays of another type than their kind's (``expect``);
+    ``unpack(a, stored, acc)`` reads them back from the block ``a`` as a tuple
+    in the same order, arrays of kind STORED as ``stored`` and of kind ACC as
+    ``acc``. Both are inlined chains of one function per argument, built here
+    from the table.
     """
-    py = driver.py_func
-    fn = types.FunctionType(py.__code__, py.__globals__, py.__name__ + "_serial")
-    fn.__qualname__ = fn.__name__
-    fn.__doc__ = py.__doc__
-    return cached_njit(**options)(fn)
+
+    def __init__(self, *fields):
+        self.names = tuple(name for name, _ in fields)
+        kinds = tuple(kind for _, kind in fields)
+        self.kinds = kinds
+        starts = np.cumsum([0] + [_SLOTS[kind] for kind in kinds])
+        self.size = int(starts[-1])
+        pack, unpack = _pack_nothing, _unpack_nothing
+        for i, kind in enumerate(kinds):
+            pack = _pack_one(pack, i, int(starts[i]), kind, kinds.index(STORED), kinds.index(SCALAR))
+            unpack = _unpack_one(unpack, int(starts[i]), kind)
+        self.pack, self.unpack = pack, unpack
+
+    def __repr__(self):
+        return "ArgumentBlock(%s)" % ", ".join("%s: %s" % f for f in zip(self.names, self.kinds))
+
+    def index(self, name):
+        """The position of argument ``name`` in the tuples of ``pack`` and ``unpack``."""
+        return self.names.index(name)
+
+
+@_inlined
+def _pack_nothing(argv, values):
+    pass
+
+
+@_inlined
+def _unpack_nothing(a, stored, acc):
+    return ()
+
+
+def _pack_one(before, i, slot, kind, x_at, beta_at):
+    """``before``, then store values[i] of ``kind`` at argv[slot] (and the next slot for an array)."""
+    if kind == TABLE:
+
+        @_inlined
+        def pack(argv, values):
+            before(argv, values)
+            expect(values[i], argv)
+            put(argv, slot, values[i])
+
+    elif kind in (STORED, ACC):
+        like_at = x_at if kind == STORED else beta_at
+
+        @_inlined
+        def pack(argv, values):
+            before(argv, values)
+            expect(values[i], values[like_at])
+            put(argv, slot, values[i])
+
+    elif kind == SCALAR:
+
+        @_inlined
+        def pack(argv, values):
+            before(argv, values)
+            argv[slot] = _bits(values[i])
+
+    else:
+
+        @_inlined
+        def pack(argv, values):
+            before(argv, values)
+            argv[slot] = values[i]
+
+    return pack
+
+
+def _unpack_one(before, slot, kind):
+    """``before``'s tuple followed by the argument of ``kind`` at a[slot]."""
+    if kind == TABLE:
+
+        @_inlined
+        def read(a, stored, acc):
+            return buffer(a, slot, np.int64).reshape((a[slot + 1] // NCOLS, NCOLS))
+
+    elif kind == STORED:
+
+        @_inlined
+        def read(a, stored, acc):
+            return buffer(a, slot, stored)
+
+    elif kind == ACC:
+
+        @_inlined
+        def read(a, stored, acc):
+            return buffer(a, slot, acc)
+
+    elif kind == SCALAR:
+
+        @_inlined
+        def read(a, stored, acc):
+            return _float_from_bits(a[slot], acc(0))
+
+    elif kind == FLAG:
+
+        @_inlined
+        def read(a, stored, acc):
+            return a[slot] != 0
+
+    else:
+
+        @_inlined
+        def read(a, stored, acc):
+            return a[slot]
+
+    @_inlined
+    def unpack(a, stored, acc):
+        return before(a, stored, acc) + (read(a, stored, acc),)
+
+    return unpack
+
+
+def _named(fn, name):
+    fn.__name__ = fn.__qualname__ = name
+    return fn
+
+
+def driver_for(args, name):
+    """The parallel driver of a direction whose argument block is ``args`` (an ``ArgumentBlock``),
+    cached as ``name``, and its serial twin (see ``serial``).
+
+    ``driver(task, *values, tasks)`` packs the values (in ``args``' order)
+    into a block of ``args.size`` slots and runs the task at address ``task``
+    on ``tasks`` chunks in parallel.
+    """
+    size, pack = args.size, args.pack
+
+    def run(task, *values_and_tasks):
+        values, tasks = values_and_tasks[:-1], values_and_tasks[-1]
+        argv = argument_block(size, tasks)
+        pack(argv, values)
+        for chunk in prange(tasks):
+            call_task(task, argv, chunk, tasks)
+        check_done(argv, size)
+
+    run = _named(run, name)
+    return _driver(run), serial(run)
+
+
+def serial(py_func):
+    """``py_func`` (a driver) compiled without numba's parallel region: its
+    ``prange`` runs as ``range`` on the calling thread, and no worker thread
+    is woken. Named apart, as numba's disk cache keys its entries on the
+    function's name, not on the compile options.
+    """
+    fn = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
+                            py_func.__defaults__, py_func.__closure__)
+    fn.__doc__ = py_func.__doc__
+    return cached_njit(**_OPTIONS)(_named(fn, fn.__name__))
+
+
+def class_task(args, units, work, scratch, stored, acc, name):
+    """The task of a configuration class for one (storage, accumulation) type pair, named ``name``.
+
+    The class's work units (counted by ``work(tab)``, which returns them
+    and the length of the offsets scratch ``units`` needs) are split into at
+    most ``chunks`` contiguous ranges, each with its own scratch: the task
+    runs range ``chunk``, calling ``units(values, u0, u1, offs, idx,
+    scratch)`` with the values unpacked from the block (``args``, an
+    ``ArgumentBlock`` with a TABLE named "tab") and a scratch array of
+    ``scratch`` (rows, columns) of ``acc``. The split never changes a
+    result, only who computes it. Then it marks its completion slot.
+    """
+    size, unpack, at_tab = args.size, args.unpack, args.index("tab")
+
+    def task(argv, chunk, chunks):
+        a = block(argv, size)
+        values = unpack(a, stored, acc)
+        tab = values[at_tab]
+        n_units, n_offs = work(tab)
+        n_chunks = max(1, min(n_units, chunks))
+        if chunk < n_chunks:
+            offs = _offsets_scratch(n_offs)
+            idx = _offsets_scratch(tab.shape[0] - 1)
+            buf = _scratch(scratch, acc)
+            u0, u1 = chunk * n_units // n_chunks, (chunk + 1) * n_units // n_chunks
+            units(values, u0, u1, offs, idx, buf)
+        mark_done(argv, size + chunk)
+
+    return _named(task, name)
 
 
 class ClassKernel:
     """A configuration class's kernel, called as ``kernel(x, x0, tab, beta, *rest, tasks)``.
 
-    ``template(argv, chunk, chunks)`` is compiled, on the first call with
-    a new (storage dtype of x, type of beta), as a C callback whose globals
-    are the template's plus ``bound``, ``_STORED`` (x's storage type) and
-    ``_ACC`` (the accumulation type); ``driver(task_address, x, x0, tab, beta,
-    *rest, tasks)`` runs it, or, for ``tasks == 1``, its ``serial`` twin on the
-    calling thread. The callback is named after the class and both
-    types: numba keys its disk cache on the name and the code, not on the
-    globals.
+    ``make_task(stored, acc, name)`` builds the class's task (see
+    ``class_task``) for x's storage type and the accumulation type; it is
+    compiled, on the first call with a new pair, as a C callback, named
+    after the class and both types (numba's disk cache keys its entries on
+    the name: see ``_cache.cached_cfunc``). ``driver(task_address, x, x0,
+    tab, beta, *rest, tasks)`` runs it, or, for ``tasks == 1``, its
+    ``serial`` twin on the calling thread.
     """
 
-    def __init__(self, name, template, driver, serial, bound, options):
+    def __init__(self, name, make_task, driver, serial):
         self.__name__ = name
-        self._template = template
+        self._make_task = make_task
         self._driver = driver
         self._serial = serial
-        self._bound = bound
-        self._options = options
         self._tasks = {}
 
     def __repr__(self):
@@ -190,10 +385,7 @@ class ClassKernel:
     def _compile(self, key):
         stored, acc = key
         name = "%s_%s_%s" % (self.__name__, np.dtype(stored).name, np.dtype(acc).name)
-        bound = {**self._template.__globals__, **self._bound, "_STORED": stored, "_ACC": acc}
-        fn = types.FunctionType(self._template.__code__, bound, name)
-        fn.__qualname__ = name
-        task = cached_cfunc(TASK_SIGNATURE, fn, **self._options)
+        task = cached_cfunc(TASK_SIGNATURE, self._make_task(stored, acc, name), **_OPTIONS)
         # the callback lives as long as this kernel, so its address stays
         # valid; of two threads compiling at once, the first to get here wins
         return self._tasks.setdefault(key, (task, task.address))

@@ -25,6 +25,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from ._compile import _WRAPPERLESS
+
 
 @intrinsic
 def _half_to_float(typingctx, h):
@@ -91,7 +93,7 @@ def _store(v, out):
     return lambda v, out: v
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(**_WRAPPERLESS)
 def _exp_f32(d):
     # Cephes expf: d = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial.
     # Below -104 every result rounds to 0; the comparison keeps NaN as NaN.
@@ -115,7 +117,7 @@ def _exp_f32(d):
     return p * scale * np.float32(5.421010862427522e-20)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(**_WRAPPERLESS)
 def _exp_f64(d):
     # Same scheme in double: Cody-Waite reduction, Taylor polynomial of degree 13
     # (truncation error below 1e-17 for |r| <= ln2/2), exponent via the bits.
@@ -145,14 +147,14 @@ def exp_le0(d):
     """``exp(d)`` for ``d <= 0`` or NaN, as SIMD-friendly arithmetic."""
 
 
-@overload(exp_le0, jit_options={"no_cpython_wrapper": True, "no_cfunc_wrapper": True})
+@overload(exp_le0, jit_options=_WRAPPERLESS)
 def _exp_le0(d):
     if d == types.float32:
         return lambda d: _exp_f32(d)
     return lambda d: _exp_f64(d)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(**_WRAPPERLESS)
 def _log_f32(s):
     # s = 2**n * f with f in [sqrt(1/2), sqrt(2)), from the bits (s is normal:
     # s >= 1); log f = 2 atanh(u), u = (f - 1) / (f + 1), |u| <= 0.172, by its
@@ -173,7 +175,7 @@ def _log_f32(s):
     return r if s < np.float32(np.inf) else s
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@njit(**_WRAPPERLESS)
 def _log_f64(s):
     # The same in double: the series to u**23 (truncation below 2e-18).
     b = _bits(s) - 0x3FE6A09E667F3BCD
@@ -201,7 +203,7 @@ def log_ge1(s):
     """``log(s)`` for ``s >= 1``, inf or NaN, as SIMD-friendly arithmetic."""
 
 
-@overload(log_ge1, jit_options={"no_cpython_wrapper": True, "no_cfunc_wrapper": True})
+@overload(log_ge1, jit_options=_WRAPPERLESS)
 def _log_ge1(s):
     if s == types.float32:
         return lambda s: _log_f32(s)

@@ -31,8 +31,9 @@ from numba import prange
 
 from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._cache import cached_njit
+from ._compile import _OPTIONS, _inlined, _jit
 from ._scalar import acc, exp_le0, store
-from .kernels import _OPTIONS, _clip, _inlined, _jit, _next_row, _row_index, _u, _window_offsets
+from ._walk import _clip, _next_row, _row_index, _u, _window_offsets
 
 __all__ = ["jvp_kernel", "dx_table"]
 

@@ -1,0 +1,35 @@
+"""numba settings of the CPU kernels, in one place.
+
+Every kernel of ``softpool_nd.cpu`` is compiled with the decorators here, or
+with ``_OPTIONS`` through ``_cache`` (the disk-cached drivers, tasks and the
+jvp kernel): a change of compile options is one edit, and, this file being
+one of ``_cache.SOURCES``, it recompiles every cached kernel.
+"""
+from numba import njit
+
+from ._cache import cached_njit
+
+# FMA contraction only: no assumption about NaN, infinities or signed zeros.
+# NumPy's error model: a float division by zero gives inf/NaN instead of a
+# checked branch that raises, which would keep every loop with a division
+# from vectorising (the weight sum is never 0: the maximum has weight 1).
+_OPTIONS = dict(fastmath={"contract"}, error_model="numpy")
+# Helpers are only ever called from compiled code. Without a Python wrapper
+# numba does not also turn each of them into machine code of its own: 0.8-1 s
+# less of a process's first cold compile.
+_WRAPPERLESS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+_jit = njit(**_WRAPPERLESS, **_OPTIONS)
+# Inlined by numba itself: every sweep's step (it must sit in the loop LLVM
+# vectorises), the forward and tiled sweeps, each class's loop over its work
+# units (inlined into the class's task: one library less for numba to
+# optimise and link, 0.2-0.4 s per class), the backward's per-row and
+# per-cell functions (as calls, the k3s2 backward was 15-25% slower) and the
+# launch layer's argument packing. The cell-major backward sweep stays a
+# call: inlined, its k3s2 class ran 6x slower. Calls cost no shared atomic
+# operations: the arrays every thread shares are views of raw memory, without
+# reference counts (a task's own scratch arrays have them, on its own cache
+# lines).
+_inlined = njit(inline="always", **_WRAPPERLESS, **_OPTIONS)
+# The parallel drivers of ``_launch``: one per direction, compiled per dtype
+# (each with a serial twin for small calls: ``_launch.serial``).
+_driver = cached_njit(parallel=True, **_OPTIONS)

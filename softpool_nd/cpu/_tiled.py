@@ -1,0 +1,121 @@
+"""The backward of tilings: output rows walked as the forward walks them.
+
+For loop tables where every input cell lies in exactly one window (k2s2 over
+two or three axes, 2-D channels-last: see ``kernels._tiles``), the backward
+walks output rows like the forward and finishes all the input rows of a
+window row at once (``_tiled_sweep_for``): a row's fixed cost is paid once
+per output row, not once per input row (a quarter as often in 3-D), and y,
+lse and grad_y are read once, not once per input row. Cells the sweep does
+not take go to the cell-major backward's per-cell path.
+"""
+from .._loops import D, K, L, O, P, S, XS, YS
+from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
+from ._compile import _inlined
+from ._scalar import acc, store
+from ._walk import (
+    BLOCK, LANES, _base, _bases, _first_window_unit, _interior, _n_blocks, _next_window_unit, _offsets_scratch, _u,
+)
+
+
+def _tiled_sweep_for(k, count):
+    """The backward sweep of a tiling (kernel = stride = k, ``count`` <= 4 outer cells), constants.
+
+    Window o of a block of one output row, at yb + o in the output-shaped
+    arrays, holds the cells xb + offs[q] + o*k + i (q < count, i < k), and
+    each of them lies in that window only: its gradient is the one term of
+    ``_cell_backward``. A step loads a window's lse, grad_y and y once and
+    writes its count*k gradients to g[q*k + i, o]: a loop over LANES windows
+    as the forward sweep's, padded in the same way and returning how many
+    windows it did (none when one needs ``_fallback_weight``), whose body is big enough not to be unrolled into scalar
+    code. (Stores interleaved by k, to g or straight to gx, kept LLVM from
+    vectorising it: 3-4x slower.) Then the count input rows' cells are
+    copied from g to gx (at gb + offs[q]).
+    """
+
+    @_inlined
+    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, g):
+        zero = acc(0.0, beta)
+        for j in range(LANES):
+            o = o0 + j
+            at = _u(yb + o)
+            lse_w = acc(lse[at], beta)
+            gy_w = acc(gy[at], beta)
+            y_w = acc(y[at], beta) if exact else zero
+            for q in range(count):
+                b = xb + _base(q, bases) + o * k
+                for i in range(k):
+                    v = acc(x[_u(b + i)], beta)
+                    z = _z(v, beta)
+                    # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
+                    g[q * k + i, _u(o)] = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
+
+    @_inlined
+    def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
+        bases = _bases(offs, count)
+        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        if not _all_lse_ok(lse, yb, yb + n, beta):
+            return 0  # the per-cell path takes the windows that need it
+        spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
+        steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        for t in range(steps):
+            step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, g)
+        done = min(n, steps * LANES)
+        for q in range(count):
+            row = gb + _base(q, bases)
+            for o in range(done):
+                for i in range(k):
+                    gx[_u(row + o * k + i)] = store(g[q * k + i, _u(o)], gx)
+        return done
+
+    return sweep
+
+
+def _tiled_units_for(sweep, cells):
+    """Backward over the work units [u0, u1) (see ``_window_work``) of a tiling.
+
+    For loop tables where every input cell lies in exactly one window (see
+    ``_tiles``): each output row's ``cells`` input rows are finished together,
+    their unclipped windows' cells by ``sweep``, the cells after those it
+    did (the last rows' unpadded rest, cells in a clipped window or in none)
+    by ``_cell_backward``.
+    """
+
+    @_inlined
+    def units(args, u0, u1, offs, idx, g):
+        x, x0, tab, beta, gy, y, lse, exact, gx = args
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = (
+            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+        )
+        xs, ys = tab[inner, XS], tab[inner, YS]
+        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
+        n_blocks = _n_blocks(n)
+        row = _offsets_scratch(1)
+        memo = _memo()
+        bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
+        for u in range(u0, u1):
+            if u > u0:
+                bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
+            o0 = bi * BLOCK
+            o1 = min(n, o0 + BLOCK)
+            done = 0
+            if o1 > o0:
+                done = sweep(
+                    gy, x, y, lse, gx, x0 + o0 * Si * xs, o0 * Si * xs, offs, ybase + o0 * ys, o1 - o0, beta, exact, g,
+                )
+            last = Li if bi == n_blocks - 1 else o1 * Si
+            if (o0 + done) * Si < last:
+                row[0] = ybase
+                for q in range(count):
+                    for j in range((o0 + done) * Si, last):
+                        at = offs[q] + j * xs
+                        gj, ok = _cell_backward(
+                            gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None,
+                        )
+                        if not ok:
+                            gj = _cell_backward_careful(
+                                gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,
+                            )[0]
+                        gx[at] = store(gj, gx)
+
+    return units

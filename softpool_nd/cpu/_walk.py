@@ -1,0 +1,301 @@
+"""Walking the loop table: rows, work units, window and cell offsets, thread scratch.
+
+Every kernel walks a loop table (see ``softpool_nd._loops``): rows of
+(L, O, K, S, D, P, XS, YS, GS), the last row being the innermost loop.
+Arrays arrive as flat 1-D buffers plus the element offset of their first
+element, so one compiled kernel serves every rank and memory layout, and all
+index arithmetic is int64 (cast to uint64 at the access, ``_u``: numba then
+skips its negative-index wraparound, which would turn a vector load into a
+gather).
+
+A kernel's work is a list of work units, split among tasks (see
+``_launch.class_task``): blocks of at most BLOCK windows of an output row
+(``_window_work``: the forward and the tiled backward) or of a row's input
+cells (``_cell_work``: the cell-major backward). Here are how units map to
+rows (``_first_unit``/``_next_unit`` and their output-row forms), the cell
+offsets of a row's windows (``_window_offsets``) or of the windows containing
+an input row (``_containing_offsets``), and the per-thread scratch.
+"""
+import numpy as np
+
+from .._loops import D, GS, K, L, O, P, S, XS, YS
+from ._compile import _inlined, _jit
+
+#: Windows per unit of work: long rows are split so that every thread gets work
+#: and the lse scratch stays in L1.
+BLOCK = 2048
+#: Windows per vector step of a sweep: a constant trip count, so that LLVM
+#: emits one SIMD pass (16 float32 lanes on AVX-512) without a scalar tail.
+LANES = 16
+
+
+@_jit
+def _u(i):
+    return np.uint64(i)
+
+
+@_jit
+def _clip(start, k, d, n):
+    """Range [lo, hi) of window indices i with 0 <= start + i*d < n."""
+    lo = 0 if start >= 0 else (-start + d - 1) // d
+    hi = k if start + (k - 1) * d < n else (n - 1 - start) // d + 1
+    return lo, max(lo, hi)
+
+
+@_jit
+def _interior(n_out, n, k, s, d, p):
+    """Range [a, b) of windows along one axis that hold no padding cell."""
+    a = min(n_out, (p + s - 1) // s)
+    last = n - 1 - (k - 1) * d + p
+    b = min(n_out, last // s + 1) if last >= 0 else 0
+    return a, max(a, b)
+
+
+@_jit
+def _row_index(tab, r, col, idx):
+    """Set idx to the multi-index of row r over the outer dimensions, of extents tab[:-1, col]."""
+    rem = r
+    for a in range(tab.shape[0] - 2, -1, -1):
+        idx[a] = rem % tab[a, col]
+        rem //= tab[a, col]
+
+
+@_jit
+def _next_row(tab, col, idx):
+    """Advance idx to the next row, the last outer dimension fastest.
+
+    Rows are visited in order, so counting replaces the per-row integer
+    divisions of ``_row_index``, which a short row would wait on.
+    """
+    a = tab.shape[0] - 2
+    while a >= 0:
+        idx[a] += 1
+        if idx[a] < tab[a, col]:
+            return
+        idx[a] = 0
+        a -= 1
+
+
+@_jit
+def _first_unit(tab, u0, n_blocks, col, idx):
+    """Set idx to the row of work unit u0 (rows of n_blocks units); return u0's block in its row."""
+    _row_index(tab, u0 // n_blocks, col, idx)
+    return u0 % n_blocks
+
+
+@_jit
+def _next_unit(tab, bi, n_blocks, col, idx):
+    """The block of the work unit after block bi; idx moves on to the next row after a row's last block."""
+    if bi + 1 < n_blocks:
+        return bi + 1
+    _next_row(tab, col, idx)
+    return 0
+
+
+@_jit
+def _window_offsets(tab, idx, offs):
+    """Offsets of the window cells along the outer dimensions for the output row at multi-index idx.
+
+    Returns (number of cells, output offset of the row). The cell list is the
+    product of each outer dimension's clipped window, expanded in place.
+    """
+    n_outer = tab.shape[0] - 1
+    offs[0] = 0
+    count = 1
+    ybase = 0
+    for a in range(n_outer - 1, -1, -1):
+        o = idx[a]
+        ybase += o * tab[a, YS]
+        start = o * tab[a, S] - tab[a, P]
+        lo, hi = _clip(start, tab[a, K], tab[a, D], tab[a, L])
+        w = hi - lo
+        for j in range(count - 1, -1, -1):
+            base = offs[j]
+            for i in range(lo, hi):
+                offs[j * w + i - lo] = base + (start + i * tab[a, D]) * tab[a, XS]
+        count *= w
+    return count, ybase
+
+
+@_jit
+def _first_window_unit(tab, u0, n_blocks, idx, offs):
+    """``_first_unit`` over output rows: (block, count, ybase), offs holding the row's cell offsets.
+
+    The row's cells and output offset are those of ``_window_offsets``.
+    """
+    bi = _first_unit(tab, u0, n_blocks, O, idx)
+    count, ybase = _window_offsets(tab, idx, offs)
+    return bi, count, ybase
+
+
+@_jit
+def _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase):
+    """``_next_unit`` over output rows, keeping (count, ybase) and offs those of the unit's row.
+
+    When only the last outer index moves on, and neither its old nor its new
+    window is clipped, every cell moves by one stride: a shift instead of the
+    rebuild, which cost about 20 ns a row (``benchmarks/row_costs.py``), a
+    fifth of a 28-window row.
+    """
+    bi = _next_unit(tab, bi, n_blocks, O, idx)
+    if bi > 0:
+        return bi, count, ybase
+    a = tab.shape[0] - 2
+    if a >= 0 and idx[a] > 0:
+        start = idx[a] * tab[a, S] - tab[a, P]
+        if start - tab[a, S] >= 0 and start + (tab[a, K] - 1) * tab[a, D] < tab[a, L]:
+            shift = tab[a, S] * tab[a, XS]
+            for q in range(count):
+                offs[q] += shift
+            return bi, count, ybase + tab[a, YS]
+    count, ybase = _window_offsets(tab, idx, offs)
+    return bi, count, ybase
+
+
+@_jit
+def _bases(offs, count):
+    """The first (up to) four entries of ``offs`` as scalars.
+
+    A vectorised loop must not read ``offs`` itself: LLVM cannot prove that
+    the stores to the outputs leave it unchanged, and gives up.
+    """
+    last = count - 1
+    return offs[0], offs[min(1, last)], offs[min(2, last)], offs[min(3, last)]
+
+
+@_jit
+def _base(q, bases):
+    """bases[q] for a q that is a constant once the loop over q is unrolled."""
+    return bases[0] if q == 0 else bases[1] if q == 1 else bases[2] if q == 2 else bases[3]
+
+
+@_jit
+def _offsets_scratch(n):
+    """A thread's offsets (or row multi-index) array, rewritten for every row.
+
+    Padded to 512 bytes beyond what is used, so that no two threads' arrays
+    share a cache line: false sharing here made two threads slower than one.
+    """
+    return np.empty(max(n, 4) + 64, np.int64)
+
+
+@_jit
+def _scratch(shape, dtype):
+    """A thread's scratch of ``shape`` rows and columns, its kernel's constant.
+
+    For the max, weight sum and result of a block of windows (forward) or the
+    gradients of a block's cells (backward). Padded like ``_offsets_scratch``;
+    and kept small, as every call allocates one per task: a 196 kB scratch
+    (above malloc's default mmap threshold, 128 kB) made the k3s2 forward up
+    to 10x slower with two threads in some processes.
+    """
+    return np.empty((shape[0], shape[1] + 64), dtype)
+
+
+@_jit
+def _n_blocks(n):
+    return max(1, (n + BLOCK - 1) // BLOCK)
+
+
+@_jit
+def _window_work(tab):
+    """(work units, outer cells per window) of a kernel that walks output rows.
+
+    Its work units are blocks of at most BLOCK unclipped windows of one output
+    row (a row's clipped windows go with its first or last block).
+    """
+    inner = tab.shape[0] - 1
+    n_rows = 1
+    n_cells = 1
+    for a in range(inner):
+        n_rows *= tab[a, O]
+        n_cells *= tab[a, K]
+    oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
+    return n_rows * _n_blocks(ob - oa), n_cells
+
+
+@_jit
+def _floordiv(a, s):
+    """a // s for s > 0; the common strides 1 and 2 without an integer division,
+    which this per-row (and per-outer-axis) arithmetic would otherwise wait on."""
+    return a if s == 1 else a >> 1 if s == 2 else a // s
+
+
+@_jit
+def _containing(j, k, s, d, p, n_out):
+    """Range [lo, hi) of windows o whose cells along one axis may include input j."""
+    lo = max(0, _floordiv(j + p - (k - 1) * d + s - 1, s)) if j + p - (k - 1) * d > 0 else 0
+    hi = min(n_out, _floordiv(j + p, s) + 1)
+    return lo, max(lo, hi)
+
+
+@_jit
+def _member(j, o, s, d, p):
+    """True when window o has a cell exactly at input j (dilation can skip it)."""
+    # called for every row and window along each outer axis: without
+    # dilation, no integer division
+    return d == 1 or (j + p - o * s) % d == 0
+
+
+@_inlined
+def _containing_offsets(tab, idx, offs):
+    """Output offsets of the windows containing the input row at multi-index idx, along the outer dimensions.
+
+    Returns (number of windows, input offset of the row, grad offset of the row).
+    """
+    n_outer = tab.shape[0] - 1
+    offs[0] = 0
+    count = 1
+    xbase = 0
+    gbase = 0
+    for a in range(n_outer - 1, -1, -1):
+        j = idx[a]
+        xbase += j * tab[a, XS]
+        gbase += j * tab[a, GS]
+        lo, hi = _containing(j, tab[a, K], tab[a, S], tab[a, D], tab[a, P], tab[a, O])
+        w = 0
+        for o in range(lo, hi):
+            if _member(j, o, tab[a, S], tab[a, D], tab[a, P]):
+                w += 1
+        for q in range(count - 1, -1, -1):
+            base = offs[q]
+            n = 0
+            for o in range(lo, hi):
+                if _member(j, o, tab[a, S], tab[a, D], tab[a, P]):
+                    offs[q * w + n] = base + o * tab[a, YS]
+                    n += 1
+        count *= w
+    return count, xbase, gbase
+
+
+@_jit
+def _block_cells(n_out, n, k, s, d, p):
+    """The cells of a row that the backward sweeps may take, and its number of work units.
+
+    Returns (oa, cf, nc, n_blocks): the cells j = (oa + c)*s - p + u (0 <= u < s)
+    for c in [cf, nc), oa being the first unclipped window. Such a cell lies in
+    the windows oa + c - b for b*s + u < d*(k - 1) + 1; c starts at the first
+    value for which all of them are unclipped: 0 when no cell is in two windows
+    (k2s2), so that only padded rows' edges are left to the per-cell path.
+    """
+    oa, ob = _interior(n_out, n, k, s, d, p)
+    cf = (d * (k - 1)) // s
+    nc = ob - oa if ob - oa > cf else 0
+    return oa, cf, nc, _n_blocks(nc - cf)
+
+
+@_jit
+def _cell_work(tab):
+    """(work units, outer windows per cell) of a kernel that walks input rows.
+
+    Its work units are blocks of a row's cells (see ``_block_cells``), the
+    row's other cells going with its first or last block.
+    """
+    inner = tab.shape[0] - 1
+    n_rows = 1
+    n_windows = 1
+    for a in range(inner):
+        n_rows *= tab[a, L]
+        n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
+    blocks = _block_cells(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])[3]
+    return n_rows * blocks, n_windows
