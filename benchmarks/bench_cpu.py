@@ -11,6 +11,7 @@ measure the same thing; ``track_`` benchmarks return ratios against PyTorch
 measured side by side in one process and are skipped when torch is absent.
 numba and torch both use 2 threads, the CI-class machine's core count.
 """
+
 import ast
 
 import numpy as np

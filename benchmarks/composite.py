@@ -16,6 +16,7 @@ Each row: medians of interleaved runs (:func:`softpool_nd.bench.timeit_interleav
 as times relative to the first contender. The machine's load moves all
 contenders alike, but only roughly: quote the ratios with the load.
 """
+
 import sys
 
 from softpool_nd import bench

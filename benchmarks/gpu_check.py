@@ -22,6 +22,7 @@ install adds its download time. It prints one table: one row per measurement
 with its target and verdict.
 Exit status 0 when no row failed, 1 otherwise, 2 without a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ LIMITS = {"pytest": 150, "correctness": 80, "bandwidth": 90, "overhead": 20, "to
 
 
 # ------------------------------------------------------------------------------------------- setup
+
 
 def _have(module):
     return importlib.util.find_spec(module) is not None
@@ -80,13 +82,18 @@ def setup():
         rows.append(("setup", f"installed softpool_nd[{extra}]", "yes" if ok else "failed", "", "-" if ok else "FAIL"))
     else:
         # cupy is there (say cupy-cuda13x with torch): add NVRTC and the runtime headers for its CUDA only if missing
-        probe = ("import cupy; from cupy.cuda import compiler; compiler._get_nvrtc_version(); "
-                 "print(cupy.cuda.runtime.runtimeGetVersion() // 1000)")
+        probe = (
+            "import cupy; from cupy.cuda import compiler; compiler._get_nvrtc_version(); "
+            "print(cupy.cuda.runtime.runtimeGetVersion() // 1000)"
+        )
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         if done.returncode != 0:
             cuda = 13 if "cuda13" in " ".join(_cupy_dists()) else 12
-            wheels = (["cuda-toolkit[nvrtc,cudart]==13.*"] if cuda >= 13
-                      else ["nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"])
+            wheels = (
+                ["cuda-toolkit[nvrtc,cudart]==13.*"]
+                if cuda >= 13
+                else ["nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12"]
+            )
             ok = _pip(*wheels)
             rows.append(("setup", "installed NVRTC wheels", "yes" if ok else "failed", "", "-" if ok else "FAIL"))
     for module, package in (("pytest", "pytest"), ("ml_dtypes", "ml_dtypes")):
@@ -97,7 +104,9 @@ def setup():
         ok = _pip("torch", "--index-url", index)
         rows.append(("setup", "installed torch", "yes" if ok else "failed", "", "-"))
     dists = _cupy_dists()
-    rows.append(("setup", "CuPy packages", ", ".join(dists) or "none", "exactly one", "PASS" if len(dists) == 1 else "FAIL"))
+    rows.append(
+        ("setup", "CuPy packages", ", ".join(dists) or "none", "exactly one", "PASS" if len(dists) == 1 else "FAIL")
+    )
     return rows
 
 
@@ -109,13 +118,20 @@ def _cupy_dists():
 
 # ------------------------------------------------------------------------------------------- steps
 
+
 def step_pytest(quick):
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
     failed = re.search(r"(\d+) (failed|error)", tail)
     print(done.stdout[-6000:], file=sys.stderr)
-    return [("pytest -m gpu", "summary", tail, "no failures", "FAIL" if done.returncode not in (0, 5) or failed else "PASS")]
+    return [
+        ("pytest -m gpu", "summary", tail, "no failures", "FAIL" if done.returncode not in (0, 5) or failed else "PASS")
+    ]
 
 
 def step_correctness(quick):
@@ -186,14 +202,36 @@ def step_correctness(quick):
     rows = []
     for dt in dtypes:
         tol = tolerance(dt)[0]
-        rows.append(("correctness vs CPU", f"{dt.name}, {count[dt]} cases", f"{worst[dt]:.3g}", f"<= {tol:g}",
-                     "PASS" if worst[dt] <= tol else "FAIL"))
-    rows.append(("correctness vs CPU", "backward bitwise deterministic", str(deterministic), "True",
-                 "PASS" if deterministic else "FAIL"))
-    rows.append(("correctness vs CPU", "out= writes the same bits", str(same_out), "True",
-                 "PASS" if same_out else "FAIL"))
-    rows.append(("correctness vs CPU", "overflowing beta*x (y, grad, jvp)", f"{overflow:.3g}", "<= 1e-3",
-                 "PASS" if overflow <= 1e-3 else "FAIL"))
+        rows.append(
+            (
+                "correctness vs CPU",
+                f"{dt.name}, {count[dt]} cases",
+                f"{worst[dt]:.3g}",
+                f"<= {tol:g}",
+                "PASS" if worst[dt] <= tol else "FAIL",
+            )
+        )
+    rows.append(
+        (
+            "correctness vs CPU",
+            "backward bitwise deterministic",
+            str(deterministic),
+            "True",
+            "PASS" if deterministic else "FAIL",
+        )
+    )
+    rows.append(
+        ("correctness vs CPU", "out= writes the same bits", str(same_out), "True", "PASS" if same_out else "FAIL")
+    )
+    rows.append(
+        (
+            "correctness vs CPU",
+            "overflowing beta*x (y, grad, jvp)",
+            f"{overflow:.3g}",
+            "<= 1e-3",
+            "PASS" if overflow <= 1e-3 else "FAIL",
+        )
+    )
     return rows
 
 
@@ -201,7 +239,9 @@ def _bits_equal(a, b):
     import cupy as cp
     import numpy as np
 
-    return bool((np.ascontiguousarray(cp.asnumpy(a)).view(np.uint8) == np.ascontiguousarray(cp.asnumpy(b)).view(np.uint8)).all())
+    return bool(
+        (np.ascontiguousarray(cp.asnumpy(a)).view(np.uint8) == np.ascontiguousarray(cp.asnumpy(b)).view(np.uint8)).all()
+    )
 
 
 def _worst(a, b):
@@ -222,8 +262,9 @@ def step_bandwidth(quick):
     from softpool_nd.gpu import check
 
     rows = []
-    for name, phase, gpu, host, gbs, pct in check.bandwidth(cp, reps=3 if quick else 7,
-                                                             batch_divisor=16 if quick else 1):
+    for name, phase, gpu, host, gbs, pct in check.bandwidth(
+        cp, reps=3 if quick else 7, batch_divisor=16 if quick else 1
+    ):
         if phase == "copy":
             rows.append(("bandwidth", f"{name} copy", f"{gpu:.3f} ms {gbs:.0f} GB/s", "", "-"))
             continue
@@ -246,8 +287,12 @@ def step_overhead(quick):
 def torch_formula(torch, x, kw, nd):
     """SoftPool as the paper's PyTorch code writes it: avg_pool(x * e^x) / avg_pool(e^x)."""
     pool = getattr(torch.nn.functional, f"avg_pool{nd}d")
-    args = dict(kernel_size=kw["kernel"], stride=kw.get("stride") or kw["kernel"], padding=kw.get("padding", 0),
-                count_include_pad=False)
+    args = dict(
+        kernel_size=kw["kernel"],
+        stride=kw.get("stride") or kw["kernel"],
+        padding=kw.get("padding", 0),
+        count_include_pad=False,
+    )
     from softpool_nd.bench import torch_formula
 
     return torch_formula(lambda t: pool(t, **args))(x)
@@ -298,17 +343,29 @@ def step_torch(quick):
         for base in ("torch eager", "torch.compile"):
             ratio = t[base] / t["softpool_nd"]
             verdict = "-" if quick else "PASS" if ratio >= TARGETS["vs_torch"] else "FAIL"
-            rows.append(("vs PyTorch formula", f"{name} 2-D k2 fwd+bwd vs {base}",
-                         f"{ratio:.2f}x ({t['softpool_nd']:.3f} vs {t[base]:.3f} ms)", f">= {TARGETS['vs_torch']:g}x",
-                         verdict))
+            rows.append(
+                (
+                    "vs PyTorch formula",
+                    f"{name} 2-D k2 fwd+bwd vs {base}",
+                    f"{ratio:.2f}x ({t['softpool_nd']:.3f} vs {t[base]:.3f} ms)",
+                    f">= {TARGETS['vs_torch']:g}x",
+                    verdict,
+                )
+            )
     return rows
 
 
-STEPS = {"pytest": step_pytest, "correctness": step_correctness, "bandwidth": step_bandwidth,
-         "overhead": step_overhead, "torch": step_torch}
+STEPS = {
+    "pytest": step_pytest,
+    "correctness": step_correctness,
+    "bandwidth": step_bandwidth,
+    "overhead": step_overhead,
+    "torch": step_torch,
+}
 
 
 # ------------------------------------------------------------------------------------------- driver
+
 
 def _run_step(name, quick):
     """Run one step in a child process under its time limit; its rows, or a FAIL row saying why."""

@@ -10,6 +10,7 @@ run-time value becomes ~25 instructions starting with a reciprocal
 approximation, ``I2F.RP``/``I2F.U32.RP`` (32-bit) or ``I2F.U64.RP`` (64-bit),
 which is what is counted as one division. No GPU is needed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,22 @@ def cubin(names, arch, out_dir, bf16=True):
     from softpool_nd.gpu.launch import SOURCE_DIR
 
     src = Path(out_dir) / "all.cu"
-    src.write_text('#include "softpool.cu"\nvoid* sp_all[] = {\n' + "".join(f"    (void*)&{n},\n" for n in names) + "};\n")
+    src.write_text(
+        '#include "softpool.cu"\nvoid* sp_all[] = {\n' + "".join(f"    (void*)&{n},\n" for n in names) + "};\n"
+    )
     out = Path(out_dir) / "all.cubin"
-    cmd = [tool("nvcc"), "-cubin", f"-arch={arch}", "-std=c++17", f"-DSOFTPOOL_BF16={int(bf16)}",
-           "-I", str(SOURCE_DIR), str(src), "-o", str(out)]
+    cmd = [
+        tool("nvcc"),
+        "-cubin",
+        f"-arch={arch}",
+        "-std=c++17",
+        f"-DSOFTPOOL_BF16={int(bf16)}",
+        "-I",
+        str(SOURCE_DIR),
+        str(src),
+        "-o",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
 
@@ -63,8 +76,9 @@ def counts(cubin_path):
     nvdisasm = tool("nvdisasm")
     if nvdisasm:
         env["PATH"] = str(Path(nvdisasm).parent) + os.pathsep + env.get("PATH", "")
-    sass = subprocess.run([tool("cuobjdump"), "-sass", str(cubin_path)], check=True, capture_output=True, text=True,
-                          env=env).stdout
+    sass = subprocess.run(
+        [tool("cuobjdump"), "-sass", str(cubin_path)], check=True, capture_output=True, text=True, env=env
+    ).stdout
     parts = re.split(r"^\s*Function : (\S+)\s*$", sass, flags=re.M)
     mangled = parts[1::2]
     names = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True, check=True)
@@ -84,8 +98,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     missing = [t for t in ("nvcc", "cuobjdump", "nvdisasm") if tool(t) is None]
     if missing:
-        print(f"missing CUDA tools: {', '.join(missing)} (a CUDA toolkit, or pip install nvidia-cuda-cuobjdump "
-              f"nvidia-cuda-nvdisasm)")
+        print(
+            f"missing CUDA tools: {', '.join(missing)} (a CUDA toolkit, or pip install nvidia-cuda-cuobjdump "
+            f"nvidia-cuda-nvdisasm)"
+        )
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         table = counts(cubin(instantiations(True), args.arch, tmp))

@@ -10,6 +10,7 @@ memory does not blur the row costs), and fits
 Usage: ``python benchmarks/row_costs.py [windows ...]`` (default 1 8 16 17
 28 32 33 48 56 64 128 512).
 """
+
 import sys
 
 import numba
@@ -44,12 +45,14 @@ def row_times(windows):
     _, btab, bwd = backend._backward_plan(geom, xs, xs)
     tasks = 8 * numba.get_num_threads()
     beta = np.float32(1.0)
-    t = timeit_interleaved({
-        "forward": _five(lambda: fwd(flat(x), 0, tab, beta, y.reshape(-1), lse.reshape(-1), False, tasks)),
-        "backward": _five(
-            lambda: bwd(flat(x), 0, btab, beta, flat(gy), flat(y), flat(lse), True, gx.reshape(-1), tasks)
-        ),
-    })
+    t = timeit_interleaved(
+        {
+            "forward": _five(lambda: fwd(flat(x), 0, tab, beta, y.reshape(-1), lse.reshape(-1), False, tasks)),
+            "backward": _five(
+                lambda: bwd(flat(x), 0, btab, beta, flat(gy), flat(y), flat(lse), True, gx.reshape(-1), tasks)
+            ),
+        }
+    )
     f, b = t["forward"] / 5, t["backward"] / 5
     out_rows = y.size // windows
     return f / out_rows, b / x.shape[1] / x.shape[2]

@@ -10,6 +10,7 @@ both ways, e.g. ``OMP_WAIT_POLICY=PASSIVE python benchmarks/serial_threshold.py`
 
 Usage: ``python benchmarks/serial_threshold.py [threads]`` (default 2).
 """
+
 import sys
 
 import numba
@@ -52,8 +53,11 @@ def main(threads):
         par = 8 * threads
         t = timeit_interleaved({"fs": f(1), "fp": f(par), "bs": b(1), "bp": b(par)}, rounds=15)
         t = {k: v / reps * 1e6 for k, v in t.items()}
-        print(f"| {x.size} | {t['fs']:.1f} | {t['fp']:.1f} | {t['fs'] / t['fp']:.2f} "
-              f"| {t['bs']:.1f} | {t['bp']:.1f} | {t['bs'] / t['bp']:.2f} |", flush=True)
+        print(
+            f"| {x.size} | {t['fs']:.1f} | {t['fp']:.1f} | {t['fs'] / t['fp']:.2f} "
+            f"| {t['bs']:.1f} | {t['bp']:.1f} | {t['bs'] / t['bp']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

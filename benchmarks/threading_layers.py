@@ -8,6 +8,7 @@ layers alternate round after round, so a machine whose load drifts slows all
 layers alike, and each layer's figure is the median over rounds. Threads: 2
 (``NUMBA_NUM_THREADS``), ``OMP_WAIT_POLICY`` left to the caller.
 """
+
 import argparse
 import json
 import os
@@ -65,8 +66,11 @@ def main():
     names = list(runs[layers[0]][0])
     med = {layer: {n: sorted(r[n] for r in runs[layer])[len(runs[layer]) // 2] for n in names} for layer in layers}
     base = layers[-1]
-    head = f"{'case':45s}" + "".join(f"{layer:>12s}" for layer in layers) + "".join(
-        f"{layer + '/' + base:>14s}" for layer in layers[:-1])
+    head = (
+        f"{'case':45s}"
+        + "".join(f"{layer:>12s}" for layer in layers)
+        + "".join(f"{layer + '/' + base:>14s}" for layer in layers[:-1])
+    )
     print(head)
     for n in names:
         row = f"{n:45s}" + "".join(f"{med[layer][n] * 1e6:10.1f}us" for layer in layers)

@@ -42,6 +42,7 @@ bounds the speed-up over the compiled formula that ``softpool_nd`` can reach.
 Run: ``PYTHONPATH=. python benchmarks/training_breakdown.py [--rounds 9]
 [--shapes 0,1,2] [--layouts nchw,cl] [--threads 2]``.
 """
+
 import argparse
 import time
 
@@ -51,10 +52,19 @@ from softpool_nd.bench import TRAINING_SHAPES, TRAINING_TARGETS, _set_threads, t
 
 #: Minimum bytes moved per input element (float32) by each row; None: not a bandwidth row.
 BYTES_PER_ELEMENT = {
-    "np_copyto": 2 * 4, "np_copy": 2 * 4, "clone": 2 * 4,
-    "step": 4.25 * 4, "fwd_kernel": 1.5 * 4, "bwd_kernel": 2.75 * 4, "kernels": 4.25 * 4,
-    "compiled": 3.5 * 4, "eager": 3.5 * 4, "pool": 1.25 * 4, "no_grad": 1.25 * 4,
-    "np_exp": 2 * 4, "torch_exp": 2 * 4,
+    "np_copyto": 2 * 4,
+    "np_copy": 2 * 4,
+    "clone": 2 * 4,
+    "step": 4.25 * 4,
+    "fwd_kernel": 1.5 * 4,
+    "bwd_kernel": 2.75 * 4,
+    "kernels": 4.25 * 4,
+    "compiled": 3.5 * 4,
+    "eager": 3.5 * 4,
+    "pool": 1.25 * 4,
+    "no_grad": 1.25 * 4,
+    "np_exp": 2 * 4,
+    "torch_exp": 2 * 4,
 }
 
 
@@ -109,10 +119,28 @@ def table(shape, channels_last, t):
     n = int(np.prod(shape))
     bw = 2 * 4 * n / t["np_copyto"]  # bytes/s of the preallocated copy
     name = f"{shape} {'channels_last' if channels_last else 'NCHW'}"
-    lines = [f"### {name}", "", "| row | ms | / step | GB/s (min bytes) | % of copy bandwidth |",
-             "|---|---|---|---|---|"]
-    for k in ("step", "fwd_kernel", "bwd_kernel", "kernels", "adapter", "compiled", "eager", "pool", "no_grad",
-              "np_copyto", "np_copy", "clone", "np_exp", "torch_exp"):
+    lines = [
+        f"### {name}",
+        "",
+        "| row | ms | / step | GB/s (min bytes) | % of copy bandwidth |",
+        "|---|---|---|---|---|",
+    ]
+    for k in (
+        "step",
+        "fwd_kernel",
+        "bwd_kernel",
+        "kernels",
+        "adapter",
+        "compiled",
+        "eager",
+        "pool",
+        "no_grad",
+        "np_copyto",
+        "np_copy",
+        "clone",
+        "np_exp",
+        "torch_exp",
+    ):
         b = BYTES_PER_ELEMENT.get(k)
         gbs = f"{b * n / t[k] / 1e9:.1f}" if b else "-"
         pct = f"{b * n / t[k] / bw * 100:.0f}%" if b else "-"

@@ -5,6 +5,7 @@ Build (offline; warnings are errors, every cross-reference must resolve)::
     pip install -e '.[docs]'
     python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 """
+
 import pathlib
 import sys
 

@@ -10,6 +10,7 @@ than at export.
 
 Run: ``python examples/export_onnx.py [model.onnx]``
 """
+
 import sys
 
 import numpy as np

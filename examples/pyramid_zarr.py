@@ -6,6 +6,7 @@
 
 The default 2 GiB float32 volume makes a store of about 2.3 GB.
 """
+
 import contextlib
 import sys
 
@@ -38,8 +39,11 @@ def write_pyramid(x, store, levels):
 
 
 def main(store, scheduler=None, shape=(512, 1024, 1024), chunks=64, levels=3, memory_limit="512MiB"):
-    cluster = contextlib.nullcontext(scheduler) if scheduler else LocalCluster(
-        n_workers=2, threads_per_worker=1, memory_limit=memory_limit)
+    cluster = (
+        contextlib.nullcontext(scheduler)
+        if scheduler
+        else LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=memory_limit)
+    )
     with cluster as address, Client(address):
         x = volume(shape, chunks)
         print(f"input {x.shape} {x.dtype}: {x.nbytes / 2**30:.2f} GiB in {x.npartitions} chunks")

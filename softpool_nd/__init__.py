@@ -4,6 +4,7 @@ Every pooling window is reduced to the softmax-weighted mean of its values.
 Start with :func:`pool`; :func:`forward` and :func:`backward` are the explicit
 pair other frameworks call for autograd, :func:`jvp` the forward-mode derivative.
 """
+
 from ._api import backward, forward, jvp, output_shape, pool
 from ._geometry import Geometry, make_geometry
 from ._pyramid import pyramid

@@ -3,6 +3,7 @@
 The commands live in :mod:`softpool_nd.cli`; this module only names the entry
 point that ``setup.cfg`` declares.
 """
+
 import sys
 
 from .cli import main

@@ -1,4 +1,5 @@
 """The public functions: check arguments, build the geometry, call a backend."""
+
 from __future__ import annotations
 
 import contextlib
@@ -107,7 +108,10 @@ def _output_like(name, a, shape, dtype, backend, in_shape, what="the pooled outp
     if got != tuple(shape):
         raise ValueError(f"{name} has shape {got} but {what} has shape {tuple(shape)} (input shape {in_shape})")
     if backend_for(a, name) is not backend:
-        raise TypeError(f"{name} is a {type(a).__qualname__} but x is handled by the {backend.name} backend (input shape {in_shape})")
+        raise TypeError(
+            f"{name} is a {type(a).__qualname__} but x is handled by the {backend.name} backend "
+            f"(input shape {in_shape})"
+        )
     _float_dtype(a, name)
     return _as(a, dtype)
 
@@ -116,7 +120,9 @@ def _check_out(name, a, shape, dtype, backend, x, in_shape, what="the result"):
     """Check a preallocated output: ``shape``, exactly ``dtype`` (any byte order), x's backend, writeable."""
     got = _shape_of(a, name)
     if backend_for(a, name) is not backend:
-        raise TypeError(f"{name} is a {type(a).__qualname__} but x is a {type(x).__qualname__} (input shape {in_shape})")
+        raise TypeError(
+            f"{name} is a {type(a).__qualname__} but x is a {type(x).__qualname__} (input shape {in_shape})"
+        )
     if got != tuple(shape) or np.dtype(a.dtype).newbyteorder("=") != dtype:
         raise ValueError(
             f"{name} has shape {got} and dtype {a.dtype} but {what} has shape {tuple(shape)} "
@@ -141,8 +147,14 @@ def _into(out, result):
 
 
 def output_shape(
-    shape: Sequence[int], kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
-    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None,
+    shape: Sequence[int],
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    *,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
 ) -> tuple[int, ...]:
     """Shape of the pooled output for an input of ``shape``, without computing it.
 
@@ -164,8 +176,15 @@ def output_shape(
 
 
 def forward(
-    x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
-    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None, beta: float = 1.0,
+    x: Array,
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    *,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
+    beta: float = 1.0,
     out: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array]:
     """SoftPool and the log-sum-exp of every window, for a later :func:`backward`.
@@ -201,8 +220,9 @@ def forward(
         _check_out("out[0]", y_out, geom.out_shape, dtype, backend, x, geom.in_shape)
         _check_out("out[1]", lse_out, geom.out_shape, acc_dtype, backend, x, geom.in_shape, what="lse")
         direct = _direct(y_out, dtype, x, backend) and _direct(lse_out, acc_dtype, x, backend)
-        y, lse = _forward(x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None,
-                          lse_out=lse_out if direct else None)
+        y, lse = _forward(
+            x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None, lse_out=lse_out if direct else None
+        )
         return to_caller((_into(y_out, y), _into(lse_out, lse)))
 
 
@@ -237,8 +257,15 @@ def _out_kw(backend, **outputs):
 
 
 def pool(
-    x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
-    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None, beta: float = 1.0,
+    x: Array,
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    *,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
+    beta: float = 1.0,
     out: Array | None = None,
 ) -> Array:
     """SoftPool: reduce every pooling window to the softmax-weighted mean of its values.
@@ -327,9 +354,20 @@ def _may_overlap(out, x, backend):
 
 
 def backward(
-    grad_y: Array, x: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
-    y: Array | None = None, lse: Array | None = None, dilation: IntOrTuple = 1, ceil_mode: bool = False,
-    axes: IntOrTuple | None = None, beta: float = 1.0, gradient: str = "exact", out: Array | None = None,
+    grad_y: Array,
+    x: Array,
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    *,
+    y: Array | None = None,
+    lse: Array | None = None,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
+    beta: float = 1.0,
+    gradient: str = "exact",
+    out: Array | None = None,
 ) -> Array:
     """Gradient of a scalar loss with respect to ``x``, given its gradient w.r.t. the pooled output.
 
@@ -382,8 +420,17 @@ def backward(
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
         direct = work == dtype and _direct(out, dtype, x, backend)
-        gx = backend.backward(_as(grad_y, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype,
-                              gradient == "exact", **_out_kw(backend, out=out if direct else None))
+        gx = backend.backward(
+            _as(grad_y, work),
+            _as(x, work),
+            _as(y, work),
+            lse,
+            geom,
+            beta,
+            acc_dtype,
+            gradient == "exact",
+            **_out_kw(backend, out=out if direct else None),
+        )
         return to_caller(_into(out, _as(gx, dtype)))
 
 
@@ -396,9 +443,19 @@ def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
 
 
 def jvp(
-    x: Array, dx: Array, kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0, *,
-    y: Array | None = None, lse: Array | None = None, dilation: IntOrTuple = 1, ceil_mode: bool = False,
-    axes: IntOrTuple | None = None, beta: float = 1.0, out: Array | None = None,
+    x: Array,
+    dx: Array,
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    *,
+    y: Array | None = None,
+    lse: Array | None = None,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
+    beta: float = 1.0,
+    out: Array | None = None,
 ) -> Array:
     """Forward-mode derivative: the change of ``pool(x, ...)`` along a tangent ``dx`` of ``x``.
 
@@ -454,6 +511,14 @@ def jvp(
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
         direct = work == dtype and _direct(out, dtype, x, backend)
-        dy = backend.jvp(_as(dx, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype,
-                         **_out_kw(backend, out=out if direct else None))
+        dy = backend.jvp(
+            _as(dx, work),
+            _as(x, work),
+            _as(y, work),
+            lse,
+            geom,
+            beta,
+            acc_dtype,
+            **_out_kw(backend, out=out if direct else None),
+        )
         return to_caller(_into(out, _as(dy, dtype)))

@@ -26,6 +26,7 @@ hands it float32 copies and casts the results back). A backend with
 takes ``lse_out=``, ``backward`` and ``jvp`` take ``out=`` (the GPU backend, so
 that a torch CUDA call allocates nothing); for others ``_api`` copies into them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -55,6 +56,7 @@ class Backend(Protocol):
     ) -> Any: ...
 
     def jvp(self, dx: Any, x: Any, y: Any, lse: Any, geom: Geometry, beta: float, acc_dtype: np.dtype) -> Any: ...
+
 
 # top-level package of the array type -> module implementing forward/backward
 _BACKENDS = {

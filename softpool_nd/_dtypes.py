@@ -6,6 +6,7 @@ bfloat16 is ``ml_dtypes.bfloat16`` (what CuPy 14 and NumPy DLPack imports
 give for a bfloat16 tensor); ml_dtypes stays optional and is imported only
 when an array of an unknown (kind 'V') dtype arrives.
 """
+
 from __future__ import annotations
 
 import numpy as np

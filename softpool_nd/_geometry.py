@@ -5,6 +5,7 @@ Every public entry point turns ``kernel``, ``stride``, ``padding``,
 :func:`make_geometry`; backends consume that object and never look at the
 user's arguments again.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -159,14 +160,14 @@ def _padding(padding, n, shape):
             return ((0, 0),) * n
         if padding == "same":
             return "same"
-        raise ValueError(f"padding={padding!r} is not a known padding; use an int, a tuple, 'valid' or 'same' {_where(shape)}")
+        raise ValueError(
+            f"padding={padding!r} is not a known padding; use an int, a tuple, 'valid' or 'same' {_where(shape)}"
+        )
     if _is_int(padding):
         return ((int(padding), int(padding)),) * n
     if isinstance(padding, (tuple, list)):
         if len(padding) != n:
-            raise ValueError(
-                f"padding={padding!r} has {len(padding)} entries but {n} axes are pooled {_where(shape)}"
-            )
+            raise ValueError(f"padding={padding!r} has {len(padding)} entries but {n} axes are pooled {_where(shape)}")
         pairs = []
         for p in padding:
             if _is_int(p):
@@ -296,8 +297,13 @@ _GEOMETRIES_MAX = 1024
 
 
 def make_geometry(
-    shape: Sequence[int], kernel: IntOrTuple = 2, stride: IntOrTuple | None = None, padding: Padding = 0,
-    dilation: IntOrTuple = 1, ceil_mode: bool = False, axes: IntOrTuple | None = None,
+    shape: Sequence[int],
+    kernel: IntOrTuple = 2,
+    stride: IntOrTuple | None = None,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    ceil_mode: bool = False,
+    axes: IntOrTuple | None = None,
 ) -> Geometry:
     """Validate pooling arguments against an input shape.
 

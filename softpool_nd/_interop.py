@@ -11,6 +11,7 @@ found with array-api-compat.
 A floating dtype that DLPack cannot carry into NumPy or CuPy (bfloat16, the
 float8 types) is computed in float32 and cast back to the caller's dtype.
 """
+
 import numpy as np
 
 from ._dispatch import backend_for

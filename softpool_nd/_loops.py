@@ -9,6 +9,7 @@ row is the innermost loop: the dimension with the smallest input stride, so
 that the innermost loop reads memory in order whatever the layout
 (channels-last included).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,9 +21,24 @@ L, O, K, S, D, P, XS, YS, GS = range(9)
 NCOLS = 9
 
 __all__ = [
-    "L", "O", "K", "S", "D", "P", "XS", "YS", "GS", "NCOLS",
-    "loop_table", "layout_order", "layout_strides", "empty_like_layout", "element_strides",
-    "whole", "same_layout", "in_layout",
+    "L",
+    "O",
+    "K",
+    "S",
+    "D",
+    "P",
+    "XS",
+    "YS",
+    "GS",
+    "NCOLS",
+    "loop_table",
+    "layout_order",
+    "layout_strides",
+    "empty_like_layout",
+    "element_strides",
+    "whole",
+    "same_layout",
+    "in_layout",
 ]
 
 
@@ -124,18 +140,18 @@ def loop_table(geom, x_strides, y_strides, g_strides=None):
     """
     if g_strides is None:
         g_strides = x_strides
-    rows = [
-        list(r) + [xs, ys, gs]
-        for r, xs, ys, gs in zip(geom.full(), x_strides, y_strides, g_strides)
-    ]
+    rows = [list(r) + [xs, ys, gs] for r, xs, ys, gs in zip(geom.full(), x_strides, y_strides, g_strides)]
     rows = [r for r in rows if not (r[L] == 1 and r[O] == 1 and r[K] == 1)]
     merged: list[list[int]] = []
     for r in rows:
         prev = merged[-1] if merged else None
         if (
             prev is not None
-            and _is_batch(prev) and _is_batch(r)
-            and prev[XS] == r[L] * r[XS] and prev[YS] == r[O] * r[YS] and prev[GS] == r[L] * r[GS]
+            and _is_batch(prev)
+            and _is_batch(r)
+            and prev[XS] == r[L] * r[XS]
+            and prev[YS] == r[O] * r[YS]
+            and prev[GS] == r[L] * r[GS]
         ):
             merged[-1] = [prev[L] * r[L], prev[O] * r[O], 1, 1, 1, 0, r[XS], r[YS], r[GS]]
         else:

@@ -1,4 +1,5 @@
 """SoftPool image pyramids: the input, then repeatedly pooled copies of it."""
+
 from __future__ import annotations
 
 import numbers
@@ -81,9 +82,9 @@ def pyramid(x, levels, kernel=2, axes=None, beta=1.0):
     levels = _check_levels(levels, shape)
     geom = make_geometry(shape, kernel, None, 0, 1, False, axes)
     for a, k in zip(geom.axes, geom.kernel):
-        if shape[a] < k ** levels:  # below 2**(63 * 63): quick, as levels <= 63
+        if shape[a] < k**levels:  # below 2**(63 * 63): quick, as levels <= 63
             raise ValueError(
-                f"levels={levels} with kernel={kernel!r} needs axis {a} to hold at least {_shown(k ** levels)} "
+                f"levels={levels} with kernel={kernel!r} needs axis {a} to hold at least {_shown(k**levels)} "
                 f"cells but it has {shape[a]} (input shape {shape}); use fewer levels"
             )
     out = [x]

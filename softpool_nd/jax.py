@@ -13,6 +13,7 @@ the default on the CPU, where the numba kernels are faster than XLA's code
 (``benchmarks/composite.py``). On a GPU or TPU it would copy every input to
 host memory and back.
 """
+
 from functools import partial
 
 import jax
@@ -39,8 +40,13 @@ def _shifted(params, extra):
     """Core keyword arguments for an input with ``extra`` leading (vmapped) axes."""
     geom, ceil_mode, beta = params
     return dict(
-        kernel=geom.kernel, stride=geom.stride, padding=tuple(zip(geom.pad_lo, geom.pad_hi)),
-        dilation=geom.dilation, ceil_mode=ceil_mode, axes=tuple(a + extra for a in geom.axes), beta=beta,
+        kernel=geom.kernel,
+        stride=geom.stride,
+        padding=tuple(zip(geom.pad_lo, geom.pad_hi)),
+        dilation=geom.dilation,
+        ceil_mode=ceil_mode,
+        axes=tuple(a + extra for a in geom.axes),
+        beta=beta,
     )
 
 
@@ -90,7 +96,12 @@ def _pool_bwd(params, gradient, residuals, grad_y):
     x, y, lse = residuals
     grad_x = jax.pure_callback(
         partial(_host_backward, params=params, gradient=gradient, dtype=x.dtype),
-        jax.ShapeDtypeStruct(x.shape, x.dtype), grad_y, x, y, lse, vmap_method="broadcast_all",
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        grad_y,
+        x,
+        y,
+        lse,
+        vmap_method="broadcast_all",
     )
     return (grad_x,)
 
@@ -98,8 +109,19 @@ def _pool_bwd(params, gradient, residuals, grad_y):
 _pool.defvjp(_pool_fwd, _pool_bwd)
 
 
-def soft_pool(x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0,
-              gradient="exact", impl=None):
+def soft_pool(
+    x,
+    kernel=2,
+    stride=None,
+    padding=0,
+    *,
+    dilation=1,
+    ceil_mode=False,
+    axes=None,
+    beta=1.0,
+    gradient="exact",
+    impl=None,
+):
     """SoftPool of a JAX array, differentiable and usable under ``jit`` and ``vmap``.
 
     On the CPU the pooling runs on softpool_nd's kernels through

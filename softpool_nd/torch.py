@@ -24,6 +24,7 @@ computed. ``torch.compile`` (also ``fullgraph=True``, ``dynamic=True`` and
 recompiles at new sizes) and ``torch.export`` with dynamic batch and spatial
 sizes trace the operators without graph breaks.
 """
+
 import contextlib
 import numbers
 
@@ -38,8 +39,14 @@ from ._geometry import normalize_args
 from ._loops import layout_order
 
 __all__ = [
-    "soft_pool", "soft_pool1d", "soft_pool2d", "soft_pool3d",
-    "SoftPoolNd", "SoftPool1d", "SoftPool2d", "SoftPool3d",
+    "soft_pool",
+    "soft_pool1d",
+    "soft_pool2d",
+    "soft_pool3d",
+    "SoftPoolNd",
+    "SoftPool1d",
+    "SoftPool2d",
+    "SoftPool3d",
 ]
 
 
@@ -59,8 +66,15 @@ def _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, grad
         raise TypeError(f"beta={beta!r} must be a real number (input shape {shape})")
     _check_gradient(gradient, shape)
     return (
-        list(args.kernel), list(args.stride), flat_pads, same, list(args.dilation),
-        args.ceil_mode, list(args.axes), float(beta), gradient,
+        list(args.kernel),
+        list(args.stride),
+        flat_pads,
+        same,
+        list(args.dilation),
+        args.ceil_mode,
+        list(args.axes),
+        float(beta),
+        gradient,
     )
 
 
@@ -68,8 +82,12 @@ def _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes):
     """Operator arguments back as keyword arguments of the core functions."""
     pads = "same" if same else tuple(zip(padding[::2], padding[1::2]))
     return dict(
-        kernel=tuple(kernel), stride=tuple(stride), padding=pads, dilation=tuple(dilation),
-        ceil_mode=ceil_mode, axes=tuple(axes),
+        kernel=tuple(kernel),
+        stride=tuple(stride),
+        padding=pads,
+        dilation=tuple(dilation),
+        ceil_mode=ceil_mode,
+        axes=tuple(axes),
     )
 
 
@@ -107,8 +125,19 @@ def _on_torch_stream(t):
 # their dtype and accumulate in float32), so the rule needs no ml_dtypes here
 _AS_NUMPY = {
     torch.from_numpy(np.zeros(0, t)).dtype: np.dtype(t)
-    for t in (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64,
-              np.complex64, np.complex128)
+    for t in (
+        np.bool_,
+        np.uint8,
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.float16,
+        np.float32,
+        np.float64,
+        np.complex64,
+        np.complex128,
+    )
 }
 _AS_NUMPY[torch.bfloat16] = np.dtype(np.float16)
 _AS_TORCH = {v: k for k, v in _AS_NUMPY.items() if k != torch.bfloat16}
@@ -150,8 +179,16 @@ def _like(t, ref):
 # gradient is unused by the forward pass; it is an operator argument so that autograd reads it from the inputs
 @torch.library.custom_op("softpool_nd::forward", mutates_args=())
 def _forward_op(
-    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], same: bool,
-    dilation: list[int], ceil_mode: bool, axes: list[int], beta: float, gradient: str,
+    x: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    same: bool,
+    dilation: list[int],
+    ceil_mode: bool,
+    axes: list[int],
+    beta: float,
+    gradient: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
     if x.device.type == "cuda":
@@ -178,16 +215,24 @@ def _(x, kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradien
 
 @torch.library.custom_op("softpool_nd::pool", mutates_args=())
 def _pool_op(
-    x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], same: bool,
-    dilation: list[int], ceil_mode: bool, axes: list[int], beta: float,
+    x: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    same: bool,
+    dilation: list[int],
+    ceil_mode: bool,
+    axes: list[int],
+    beta: float,
 ) -> torch.Tensor:
     """SoftPool without lse, where no derivative is needed (no_grad, inference_mode, inputs without grad)."""
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
     out = None
     if x.device.type == "cuda":
         # torch's allocator on the current stream: the op launches kernels only (CUDA graph capture)
-        out = _empty_in_layout(_out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x,
-                               _result_dtypes(x)[0])
+        out = _empty_in_layout(
+            _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x, _result_dtypes(x)[0]
+        )
     with _on_torch_stream(x):
         y = pool(x.detach(), beta=beta, out=out, **kwargs)
     return y
@@ -195,26 +240,44 @@ def _pool_op(
 
 @_pool_op.register_fake
 def _(x, kernel, stride, padding, same, dilation, ceil_mode, axes, beta):
-    return _empty_in_layout(_out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x,
-                            _result_dtypes(x)[0])
+    return _empty_in_layout(
+        _out_shape(x, kernel, stride, padding, same, dilation, ceil_mode, axes), x, _result_dtypes(x)[0]
+    )
 
 
 @torch.library.custom_op("softpool_nd::backward", mutates_args=())
 def _backward_op(
-    grad_y: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lse: torch.Tensor, kernel: list[int],
-    stride: list[int], padding: list[int], same: bool, dilation: list[int], ceil_mode: bool,
-    axes: list[int], beta: float, gradient: str,
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lse: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    same: bool,
+    dilation: list[int],
+    ceil_mode: bool,
+    axes: list[int],
+    beta: float,
+    gradient: str,
 ) -> torch.Tensor:
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
     if x.device.type == "cuda":
         # grad_x from torch's allocator; grad_y in y's layout (an expanded grad_y would be copied by CuPy)
         gx = _empty_in_layout(x.shape, x, _result_dtypes(x)[0])
         with _on_torch_stream(x):
-            backward(_like(grad_y.detach(), y), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta,
-                     gradient=gradient, out=gx, **kwargs)
+            backward(
+                _like(grad_y.detach(), y),
+                x.detach(),
+                y=y.detach(),
+                lse=lse.detach(),
+                beta=beta,
+                gradient=gradient,
+                out=gx,
+                **kwargs,
+            )
         return gx
-    return backward(grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient,
-                    **kwargs)
+    return backward(grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient, **kwargs)
 
 
 @_backward_op.register_fake
@@ -224,9 +287,18 @@ def _(grad_y, x, y, lse, kernel, stride, padding, same, dilation, ceil_mode, axe
 
 @torch.library.custom_op("softpool_nd::jvp", mutates_args=())
 def _jvp_op(
-    dx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lse: torch.Tensor, kernel: list[int],
-    stride: list[int], padding: list[int], same: bool, dilation: list[int], ceil_mode: bool,
-    axes: list[int], beta: float,
+    dx: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lse: torch.Tensor,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    same: bool,
+    dilation: list[int],
+    ceil_mode: bool,
+    axes: list[int],
+    beta: float,
 ) -> torch.Tensor:
     """Forward-mode derivative through :func:`softpool_nd.jvp`."""
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
@@ -404,7 +476,8 @@ def _plain(t):
     keys = torch._C._dispatch_keys(t)
     return (
         (keys == _CPU_KEYS or keys == _CPU_INFERENCE_KEYS)
-        and not torch._C._is_torch_function_mode_enabled() and not _python_dispatch.is_in_torch_dispatch_mode()
+        and not torch._C._is_torch_function_mode_enabled()
+        and not _python_dispatch.is_in_torch_dispatch_mode()
     )
 
 
@@ -487,7 +560,16 @@ def _soft_pool(x, params):
 
 
 def soft_pool(
-    x, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact",
+    x,
+    kernel=2,
+    stride=None,
+    padding=0,
+    *,
+    dilation=1,
+    ceil_mode=False,
+    axes=None,
+    beta=1.0,
+    gradient="exact",
     impl="kernels",
 ):
     """SoftPool of a tensor over any axes, differentiable and compilable.
@@ -556,7 +638,14 @@ def _spatial(n, name, x, kernel_size, stride, padding, dilation, ceil_mode, beta
         )
     spatial = tuple(range(x.dim() - n, x.dim()))
     return soft_pool(
-        x, kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode, axes=spatial, beta=beta,
+        x,
+        kernel_size,
+        stride,
+        padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+        axes=spatial,
+        beta=beta,
         gradient=gradient,
     )
 
@@ -601,20 +690,50 @@ def _check_force_inplace(force_inplace):
         )
 
 
-def soft_pool1d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
-                beta=1.0, gradient="exact"):
+def soft_pool1d(
+    x,
+    kernel_size=2,
+    stride=None,
+    force_inplace=False,
+    *,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    beta=1.0,
+    gradient="exact",
+):
     _check_force_inplace(force_inplace)
     return _spatial(1, "soft_pool1d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
 
-def soft_pool2d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
-                beta=1.0, gradient="exact"):
+def soft_pool2d(
+    x,
+    kernel_size=2,
+    stride=None,
+    force_inplace=False,
+    *,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    beta=1.0,
+    gradient="exact",
+):
     _check_force_inplace(force_inplace)
     return _spatial(2, "soft_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
 
-def soft_pool3d(x, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
-                beta=1.0, gradient="exact"):
+def soft_pool3d(
+    x,
+    kernel_size=2,
+    stride=None,
+    force_inplace=False,
+    *,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    beta=1.0,
+    gradient="exact",
+):
     _check_force_inplace(force_inplace)
     return _spatial(3, "soft_pool3d", x, kernel_size, stride, padding, dilation, ceil_mode, beta, gradient)
 
@@ -641,8 +760,9 @@ class SoftPoolNd(torch.nn.Module):
     torch.Size([4, 4, 4, 3])
     """
 
-    def __init__(self, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0,
-                 gradient="exact"):
+    def __init__(
+        self, kernel=2, stride=None, padding=0, *, dilation=1, ceil_mode=False, axes=None, beta=1.0, gradient="exact"
+    ):
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.dilation, self.ceil_mode, self.axes = dilation, ceil_mode, axes
@@ -650,8 +770,15 @@ class SoftPoolNd(torch.nn.Module):
 
     def forward(self, x):
         return soft_pool(
-            x, self.kernel, self.stride, self.padding, dilation=self.dilation, ceil_mode=self.ceil_mode,
-            axes=self.axes, beta=self.beta, gradient=self.gradient,
+            x,
+            self.kernel,
+            self.stride,
+            self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            axes=self.axes,
+            beta=self.beta,
+            gradient=self.gradient,
         )
 
     def extra_repr(self):
@@ -666,8 +793,18 @@ class _SoftPoolSpatial(torch.nn.Module):
 
     _fn = None
 
-    def __init__(self, kernel_size=2, stride=None, force_inplace=False, *, padding=0, dilation=1, ceil_mode=False,
-                 beta=1.0, gradient="exact"):
+    def __init__(
+        self,
+        kernel_size=2,
+        stride=None,
+        force_inplace=False,
+        *,
+        padding=0,
+        dilation=1,
+        ceil_mode=False,
+        beta=1.0,
+        gradient="exact",
+    ):
         super().__init__()
         _check_force_inplace(force_inplace)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -675,8 +812,14 @@ class _SoftPoolSpatial(torch.nn.Module):
 
     def forward(self, x):
         return type(self)._fn(
-            x, self.kernel_size, self.stride, padding=self.padding, dilation=self.dilation,
-            ceil_mode=self.ceil_mode, beta=self.beta, gradient=self.gradient,
+            x,
+            self.kernel_size,
+            self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            ceil_mode=self.ceil_mode,
+            beta=self.beta,
+            gradient=self.gradient,
         )
 
     def extra_repr(self):

@@ -1,4 +1,5 @@
 """Seeded random pooling configurations shared by the tests (and usable by other backends' tests)."""
+
 import numpy as np
 
 from reference import windows

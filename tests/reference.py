@@ -4,6 +4,7 @@ It shares no code with softpool_nd: it derives axes, padding and output
 lengths from the written rules (PyTorch's pooling arithmetic) on its own, and
 reduces each window with the textbook formula. Slow, small inputs only.
 """
+
 import itertools
 import math
 
@@ -52,7 +53,9 @@ def windows(shape, kernel=2, stride=None, padding=0, dilation=1, ceil_mode=False
         else:
             out = (L + lo + hi - span) // s[i] + 1
         out_shape[a] = out
-        cells.append([[o * s[i] - lo + j * d[i] for j in range(k[i]) if 0 <= o * s[i] - lo + j * d[i] < L] for o in range(out)])
+        cells.append(
+            [[o * s[i] - lo + j * d[i] for j in range(k[i]) if 0 <= o * s[i] - lo + j * d[i] < L] for o in range(out)]
+        )
     return axes_l, tuple(out_shape), cells
 
 

@@ -1,4 +1,5 @@
 """softpool_nd against the float64 NumPy oracle over randomized configurations."""
+
 import numpy as np
 import pytest
 
@@ -48,7 +49,9 @@ def test_backward_matches_reference(seed, dtype, gradient):
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
 def test_integer_and_bool_inputs_give_float64(dtype):
     rng = np.random.default_rng(7)
-    x = (rng.integers(0, 5, size=(2, 3, 6, 4)) > 2 if dtype == np.bool_ else rng.integers(0, 5, size=(2, 3, 6, 4))).astype(dtype)
+    x = (
+        rng.integers(0, 5, size=(2, 3, 6, 4)) > 2 if dtype == np.bool_ else rng.integers(0, 5, size=(2, 3, 6, 4))
+    ).astype(dtype)
     y = softpool_nd.pool(x, 2)
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, reference_forward(x.astype(np.float64), kernel=2)[0], rtol=1e-13)
@@ -67,4 +70,6 @@ def test_any_number_of_pooled_axes(n_pooled):
     y_ref, lse_ref = reference_forward(x, **kw)
     np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
     gy = rng.normal(size=y.shape)
-    np.testing.assert_allclose(softpool_nd.backward(gy, x, y=y, lse=lse, **kw), reference_backward(gy, x, **kw), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        softpool_nd.backward(gy, x, y=y, lse=lse, **kw), reference_backward(gy, x, **kw), rtol=1e-12, atol=1e-12
+    )

@@ -1,4 +1,5 @@
 """bfloat16 (ml_dtypes) as a first-class input dtype: computed in float32 where no bfloat16 kernel exists."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The softpool-nd command line, run as a user runs it (subprocess) and in-process for the rare paths."""
+
 import math
 import os
 import re
@@ -26,7 +27,11 @@ _ROW = re.compile(r"^  ([* ])  (\S+)\s+(\S+) \((\d)\)\s+(\S+) \((\d)\)\s+(\S+)\s
 
 def _cli(*args, cwd, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "softpool_nd", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "softpool_nd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=None if env is None else {**os.environ, **env},
     )
 
@@ -43,7 +48,15 @@ def _parse_table(text):
         if m:
             mads = [math.nan if v == "-" else float(v) for v in m.group(7, 8, 9)]
             tables[kernel].append(
-                (m.group(1) == "*", m.group(2), float(m.group(3)), int(m.group(4)), float(m.group(5)), int(m.group(6)), mads)
+                (
+                    m.group(1) == "*",
+                    m.group(2),
+                    float(m.group(3)),
+                    int(m.group(4)),
+                    float(m.group(5)),
+                    int(m.group(6)),
+                    mads,
+                )
             )
     return tables
 
@@ -66,7 +79,7 @@ def _panels(png, rows, cols, panel):
     out = []
     for r in range(rows):
         top = _GAP + r * (panel + _LABEL + _GAP) + _LABEL
-        out.append([a[top:top + panel, _GAP + c * (panel + _GAP):][:, :panel] for c in range(cols)])
+        out.append([a[top : top + panel, _GAP + c * (panel + _GAP) :][:, :panel] for c in range(cols)])
     return out
 
 
@@ -80,6 +93,7 @@ def _gray_png(path, size=64, seed=0):
 
 
 # --- subprocess: the commands as a user runs them -------------------------------------------------
+
 
 @pytest.mark.parametrize("command", [[], ["info"], ["demo"], ["bench"]])
 def test_help_of_every_command(tmp_path, command):
@@ -161,7 +175,9 @@ def test_demo_on_a_user_image_pools_what_softpool_pools(tmp_path):
     for row, k in zip(_panels(png, 2, 4, panel), (2, 4)):
         shown = {}
         for name, pooled in (
-            ("SoftPool", softpool_nd.pool(x, kernel=k)), ("average", avg_pool(x, k, (0, 1))), ("max", max_pool(x, k, (0, 1)))
+            ("SoftPool", softpool_nd.pool(x, kernel=k)),
+            ("average", avg_pool(x, k, (0, 1))),
+            ("max", max_pool(x, k, (0, 1))),
         ):
             restored = upsample_nearest(upsample_nearest(pooled, k, (0, 1)), 3, (0, 1))
             shown[name] = np.rint(np.clip(restored, 0, 1) * 255).astype(np.uint8)
@@ -176,7 +192,11 @@ def test_demo_on_a_user_image_pools_what_softpool_pools(tmp_path):
     [
         (None, ["--image", "missing.png"], "no such file: missing.png"),
         ("garbage", ["--image", "bad.png"], "cannot read bad.png as an image"),
-        ("image", ["--image", "in.png", "--kernel", "65"], "kernel 65 is larger than the image (64x64); use --kernel at most 64"),
+        (
+            "image",
+            ["--image", "in.png", "--kernel", "65"],
+            "kernel 65 is larger than the image (64x64); use --kernel at most 64",
+        ),
     ],
 )
 def test_demo_failures_exit_1_with_one_line(tmp_path, setup, args, message):
@@ -199,6 +219,7 @@ def test_usage_errors_exit_2(tmp_path, args):
 
 
 # --- in-process: paths a subprocess cannot reach cheaply -----------------------------------------
+
 
 def test_demo_video_writes_gif_and_3d_table(tmp_path, capsys):
     _gray_png(tmp_path / "in.png", size=32)
@@ -294,7 +315,8 @@ def test_bench_without_benchmark_module_fails_clearly(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == "GPU comparison skipped: CuPy sees no CUDA device.\n"
     assert captured.err == (
-        "softpool-nd bench: error: this installation of softpool_nd has no CPU benchmark (softpool_nd.bench is missing)\n"
+        "softpool-nd bench: error: this installation of softpool_nd has no CPU benchmark "
+        "(softpool_nd.bench is missing)\n"
     )
 
 
@@ -321,6 +343,7 @@ def test_bench_gpu_check_fail_rows_exit_1(monkeypatch, capsys):
 
 # --- the numbers behind the table -----------------------------------------------------------------
 
+
 def _ssim_direct(x, y):
     """Wang et al. SSIM by explicit 11x11 Gaussian-weighted sums at every valid window position."""
     r = np.arange(11) - 5.0
@@ -330,7 +353,7 @@ def _ssim_direct(x, y):
     vals = []
     for i in range(x.shape[0] - 10):
         for j in range(x.shape[1] - 10):
-            a, b = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+            a, b = x[i : i + 11, j : j + 11], y[i : i + 11, j : j + 11]
             ma, mb = (w * a).sum(), (w * b).sum()
             va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
             cov = (w * (a - ma) * (b - mb)).sum()

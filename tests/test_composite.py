@@ -1,4 +1,5 @@
 """softpool_nd.composite in torch: soft_pool(impl='composite') against the kernels and the NumPy oracle."""
+
 import numpy as np
 import pytest
 
@@ -42,8 +43,9 @@ def test_random_configs_match_kernels_and_oracle(seed, dtype):
             (gx,) = torch.autograd.grad(yg, x, torch.tensor(g))
             want = softpool_nd.backward(g, a, **kw, beta=beta, gradient=gradient)
             np.testing.assert_allclose(gx.numpy(), want, rtol=rtol, atol=atol, err_msg=f"{shape} {kw} {beta}")
-        np.testing.assert_allclose(gx.numpy(), reference_backward(g, a, beta=beta, gradient="weights", **kw),
-                                   rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            gx.numpy(), reference_backward(g, a, beta=beta, gradient="weights", **kw), rtol=rtol, atol=atol
+        )
 
 
 def test_half_precision_accumulates_in_float32():
@@ -74,8 +76,9 @@ def test_numerics_rules_examples():
     assert _composite(f32([fmax32, -fmax32]), 0.0, kernel=2).tolist() == [0.0]
     # x - m overflows in float32 but the weights are not 0: y is finite, as in the float64 oracle
     y = _composite(f32([fmax32, -fmax32]), 1e-38, kernel=2)
-    np.testing.assert_allclose(y.numpy(), reference_forward(np.array([fmax32, -fmax32]), beta=1e-38, kernel=2)[0],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        y.numpy(), reference_forward(np.array([fmax32, -fmax32]), beta=1e-38, kernel=2)[0], rtol=1e-5
+    )
 
 
 def test_non_finite_rules_match_kernels():
@@ -159,14 +162,23 @@ def test_export_with_symbolic_pooled_lengths_follows_the_input():
         while not dims or "padding" not in kw or ("dilation" in kw) != case % 2:
             shape, kw = random_config(rng, max_rank=3, max_cells=300)
             geom = softpool_nd.make_geometry(shape, **kw)
-            dims = {a: Dim(f"n{case}_{a}", min=shape[a], max=64) for i, a in enumerate(geom.axes)
-                    if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2}
+            dims = {
+                a: Dim(f"n{case}_{a}", min=shape[a], max=64)
+                for i, a in enumerate(geom.axes)
+                if shape[a] >= max(2, geom.dilation[i]) and geom.out_shape[a] >= 2
+            }
         beta = float(rng.choice(BETAS))
 
-        program = torch.export.export(Pool(**kw, beta=beta), (torch.tensor(rng.standard_normal(shape)),), dynamic_shapes=(dims,))
+        program = torch.export.export(
+            Pool(**kw, beta=beta), (torch.tensor(rng.standard_normal(shape)),), dynamic_shapes=(dims,)
+        )
         for grow in (1, 2):  # with the example's length, every residue modulo a stride up to 3
             bigger = tuple(n + grow * (a in dims) for a, n in enumerate(shape))
             a = rng.standard_normal(bigger)
-            np.testing.assert_allclose(program.module()(torch.tensor(a)).numpy(), softpool_nd.pool(a, **kw, beta=beta),
-                                       rtol=1e-12, atol=1e-12, err_msg=f"{shape} {kw} {beta} at {bigger}")
-
+            np.testing.assert_allclose(
+                program.module()(torch.tensor(a)).numpy(),
+                softpool_nd.pool(a, **kw, beta=beta),
+                rtol=1e-12,
+                atol=1e-12,
+                err_msg=f"{shape} {kw} {beta} at {bigger}",
+            )

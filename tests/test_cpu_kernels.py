@@ -1,4 +1,5 @@
 """The CPU backend's specialised paths: polynomial exp, configuration-class kernels, work blocks."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -27,9 +28,13 @@ def _exp_all(a):
 @pytest.mark.parametrize("dtype, lo", [(np.float32, -110.0), (np.float64, -750.0)])
 def test_polynomial_exp_is_within_one_ulp_over_its_whole_range(dtype, lo):
     rng = np.random.default_rng(0)
-    a = np.concatenate([
-        np.linspace(lo, 0.0, 200_001), -np.logspace(-40, np.log10(-lo), 50_001), rng.uniform(lo, 0.0, 50_000),
-    ]).astype(dtype)
+    a = np.concatenate(
+        [
+            np.linspace(lo, 0.0, 200_001),
+            -np.logspace(-40, np.log10(-lo), 50_001),
+            rng.uniform(lo, 0.0, 50_000),
+        ]
+    ).astype(dtype)
     got = _exp_all(a).astype(np.longdouble)
     exact = np.exp(a.astype(np.longdouble))
     # one ulp of the result; below the normal range the ulp is the smallest subnormal
@@ -124,8 +129,18 @@ def _run_general(x, kw, beta=1.0):
     gy = np.ones(out_shape, x.dtype)
     gx = backend.empty_like_layout(x.shape, x.strides, x.dtype)
     tab_b = loop_table(geom, element_strides(x), element_strides(y), element_strides(gx))
-    kernels.backward(xflat, x0, tab_b, acc.type(beta), backend._flat(gy)[0], backend._flat(y)[0],
-                     backend._flat(lse)[0], True, backend._flat(gx, True)[0], 4)
+    kernels.backward(
+        xflat,
+        x0,
+        tab_b,
+        acc.type(beta),
+        backend._flat(gy)[0],
+        backend._flat(y)[0],
+        backend._flat(lse)[0],
+        True,
+        backend._flat(gx, True)[0],
+        4,
+    )
     return y, lse, gx
 
 
@@ -162,19 +177,24 @@ def test_long_rows_are_split_into_blocks_with_the_same_result():
     np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(lse, lse_ref, rtol=2e-5, atol=2e-4)
     g = softpool_nd.backward(np.ones_like(y), x, 2, y=y, lse=lse)
-    np.testing.assert_allclose(g, reference_backward(np.ones(y.shape), x.astype(np.float64), kernel=2), rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(
+        g, reference_backward(np.ones(y.shape), x.astype(np.float64), kernel=2), rtol=1e-4, atol=2e-4
+    )
 
 
-@pytest.mark.parametrize("shape, kw", [
-    ((3, 5, 4 * kernels.BLOCK + 6), dict(kernel=2)),  # rows of several work units
-    ((1, 3, 4, 2 * kernels.BLOCK + 9), dict(kernel=2)),  # the same, tiled, a last cell in no window
-    ((2, 3, 4, 6, 14), dict(kernel=2)),  # 3-d, tiled
-    # overlapping, dilated and padded outer windows: the forward moves its cell
-    # offsets from row to row by a shift only between unclipped windows
-    ((2, 3, 11, 40), dict(kernel=2, stride=(1, 2), dilation=(2, 1), padding=(1, 0))),
-    ((2, 3, 7, 9, 12), dict(kernel=2, padding=1)),  # 3-d, clipped outer windows
-    ((2, 5, 11, 13), dict(kernel=3, stride=2)),
-])
+@pytest.mark.parametrize(
+    "shape, kw",
+    [
+        ((3, 5, 4 * kernels.BLOCK + 6), dict(kernel=2)),  # rows of several work units
+        ((1, 3, 4, 2 * kernels.BLOCK + 9), dict(kernel=2)),  # the same, tiled, a last cell in no window
+        ((2, 3, 4, 6, 14), dict(kernel=2)),  # 3-d, tiled
+        # overlapping, dilated and padded outer windows: the forward moves its cell
+        # offsets from row to row by a shift only between unclipped windows
+        ((2, 3, 11, 40), dict(kernel=2, stride=(1, 2), dilation=(2, 1), padding=(1, 0))),
+        ((2, 3, 7, 9, 12), dict(kernel=2, padding=1)),  # 3-d, clipped outer windows
+        ((2, 5, 11, 13), dict(kernel=3, stride=2)),
+    ],
+)
 def test_any_split_into_tasks_gives_the_same_bits(shape, kw):
     # every task starts its run of rows at an arbitrary work unit: the row index
     # it counts from there must be the one the unit's number gives
@@ -191,8 +211,18 @@ def test_any_split_into_tasks_gives_the_same_bits(shape, kw):
         lse = np.full(geom.out_shape, np.nan, np.float32)
         fwd(xflat, 0, tab, np.float32(1.0), y.reshape(-1), lse.reshape(-1), True, tasks)
         gx = np.full(x.shape, np.nan, np.float32)
-        bwd(xflat, 0, btab, np.float32(1.0), backend._flat(gy)[0], backend._flat(y)[0], backend._flat(lse)[0], True,
-            gx.reshape(-1), tasks)
+        bwd(
+            xflat,
+            0,
+            btab,
+            np.float32(1.0),
+            backend._flat(gy)[0],
+            backend._flat(y)[0],
+            backend._flat(lse)[0],
+            True,
+            gx.reshape(-1),
+            tasks,
+        )
         results.append((y, lse, gx))
     y_ref, lse_ref = reference_forward(x.astype(np.float64), **kw)
     np.testing.assert_allclose(results[0][0], y_ref, rtol=2e-5, atol=2e-5)
@@ -243,14 +273,17 @@ def test_pool_asks_the_backend_for_no_lse():
     np.testing.assert_array_equal(y, softpool_nd.forward(x, 2)[0])
 
 
-@pytest.mark.parametrize("outer, kw", [
-    ((2, 3), dict(kernel=2)),
-    ((2, 3), dict(kernel=2, padding=1)),
-    ((2, 3), dict(kernel=3, stride=2)),
-    ((2, 3, 2), dict(kernel=2)),  # tiled
-    ((1, 2, 2, 2), dict(kernel=2)),  # tiled, 3-d
-    ((2, 2, 2), dict(kernel=2, axes=(1, 2))),  # tiled, channels-last: rows of n channels
-])
+@pytest.mark.parametrize(
+    "outer, kw",
+    [
+        ((2, 3), dict(kernel=2)),
+        ((2, 3), dict(kernel=2, padding=1)),
+        ((2, 3), dict(kernel=3, stride=2)),
+        ((2, 3, 2), dict(kernel=2)),  # tiled
+        ((1, 2, 2, 2), dict(kernel=2)),  # tiled, 3-d
+        ((2, 2, 2), dict(kernel=2, axes=(1, 2))),  # tiled, channels-last: rows of n channels
+    ],
+)
 def test_backward_sweeps_match_the_general_kernel_for_every_row_length(outer, kw):
     # rows of 1 to 76 windows: whole BACK_LANES steps, padded LANES steps and an
     # unpadded rest (the last row of an array has no spare cells to pad with)
@@ -272,8 +305,10 @@ def test_tiled_backward_only_where_grad_x_shares_the_layout_of_x():
     x = np.random.default_rng(14).normal(size=(2, 3, 8, 80)).astype(np.float32)[..., :70]
     geom = make_geometry(x.shape, 2)
     gs = backend.layout_strides(x.shape, x.strides)
-    assert kernels.backward_kernel(backend._backward_plan(geom, element_strides(x), gs)[1]) is (
-        kernels._BACKWARD_KERNELS[(2, 2, 1)])
+    assert (
+        kernels.backward_kernel(backend._backward_plan(geom, element_strides(x), gs)[1])
+        is (kernels._BACKWARD_KERNELS[(2, 2, 1)])
+    )
     assert kernels.backward_kernel(backend._backward_plan(geom, gs, gs)[1]) is kernels._TILED_KERNELS[(2, 2)]
     y, lse = softpool_nd.forward(x, 2)
     gy = np.random.default_rng(15).normal(size=y.shape).astype(np.float32)

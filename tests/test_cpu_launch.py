@@ -1,4 +1,5 @@
 """The CPU launch layer: argument blocks declared once, packed by the driver and unpacked by the task."""
+
 import numpy as np
 import pytest
 from numba import njit

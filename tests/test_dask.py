@@ -1,4 +1,5 @@
 """Dask arrays through the public API: lazy, chunk-independent, equal to the NumPy path."""
+
 import numpy as np
 import pytest
 
@@ -221,6 +222,7 @@ def test_dask_mixing_with_numpy_is_a_type_error():
 
 try:
     from softpool_nd.gpu import check as _gpu_check
+
     _cupy = pytest.importorskip("cupy") if _gpu_check.available() else None
 except ImportError:
     _cupy = None
@@ -240,6 +242,8 @@ def test_dask_cupy_chunks_match_numpy():
     assert isinstance(got_y, _cupy.ndarray)
     np.testing.assert_allclose(_cupy.asnumpy(got_y), y_np, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(
-        _cupy.asnumpy(got_g), softpool_nd.backward(np.ones_like(y_np), x, y=y_np, lse=lse_np, **kw),
-        rtol=2e-5, atol=1e-6,
+        _cupy.asnumpy(got_g),
+        softpool_nd.backward(np.ones_like(y_np), x, y=y_np, lse=lse_np, **kw),
+        rtol=2e-5,
+        atol=1e-6,
     )

@@ -5,6 +5,7 @@ The build needs the ``docs`` extra (skipped without it). ``SOFTPOOL_DOCS_HTML=pa
 already built there instead (``.ci/run`` builds it first); ``SOFTPOOL_DOCS_SCREENSHOTS=dir`` keeps the
 screenshots; ``SOFTPOOL_DOCS_REQUIRE_BROWSER=1`` turns a missing Chromium into a failure (CI sets it).
 """
+
 import base64
 import fcntl
 import html.parser
@@ -52,7 +53,11 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("html")
     run = subprocess.run(
         [sys.executable, "-m", "sphinx", *SPHINX_FLAGS, str(DOCS), str(out)],
-        check=False, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert run.returncode == 0, f"the docs build failed or warned:\n{run.stdout}\n{run.stderr}"
     return out
@@ -77,9 +82,7 @@ def _public_modules():
 
 def test_every_public_name_has_a_reference_entry(site):
     documented = _inventory_names(site)
-    expected = [
-        f"{m.__name__}.{name}" for m in _public_modules() for name in m.__all__ if not name.startswith("__")
-    ]
+    expected = [f"{m.__name__}.{name}" for m in _public_modules() for name in m.__all__ if not name.startswith("__")]
     assert "softpool_nd.pool" in expected
     missing = [name for name in expected if name not in documented]
     assert not missing, f"public names without an API entry: {missing}"
@@ -140,15 +143,28 @@ def test_pages_load_nothing_from_the_network(site):
     (MathJax from a CDN, for one, would leave raw LaTeX)."""
     remote = {
         f"{p.relative_to(site)}: {url}"
-        for p in site.rglob("*.html") if "_static" not in p.relative_to(site).parts
+        for p in site.rglob("*.html")
+        if "_static" not in p.relative_to(site).parts
         for url in _parse(p).remote
     }
     assert not remote, "remote resources:\n" + "\n".join(sorted(remote))
 
 
 def test_site_has_every_page_of_the_guide(site):
-    for page in ("getting_started", "semantics", "guides/numpy", "guides/cupy", "guides/torch", "guides/jax",
-                 "guides/dask", "performance", "design", "changelog", "gallery", "api"):
+    for page in (
+        "getting_started",
+        "semantics",
+        "guides/numpy",
+        "guides/cupy",
+        "guides/torch",
+        "guides/jax",
+        "guides/dask",
+        "performance",
+        "design",
+        "changelog",
+        "gallery",
+        "api",
+    ):
         assert (site / f"{page}.html").is_file(), page
 
 
@@ -200,12 +216,28 @@ class Browser:
         for fd in (to_chrome_r, from_chrome_w):
             os.close(fd)
         self._profile = tempfile.mkdtemp(prefix="softpool-docs-chromium-")
-        args = ["--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-extensions", f"--user-data-dir={self._profile}", "about:blank"]
+        args = [
+            "--headless",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            f"--user-data-dir={self._profile}",
+            "about:blank",
+        ]
         self._proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$@" 3<&{child[0]} 4>&{child[1]} {child[0]}<&- {child[1]}>&-', "bash",
-             executable, *args],
-            pass_fds=child, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "bash",
+                "-c",
+                f'exec "$@" 3<&{child[0]} 4>&{child[1]} {child[0]}<&- {child[1]}>&-',
+                "bash",
+                executable,
+                *args,
+            ],
+            pass_fds=child,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for fd in child:
             os.close(fd)
@@ -214,8 +246,14 @@ class Browser:
         self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime"):
             self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _read(self, deadline):
         while b"\0" not in self._buffer:
@@ -254,8 +292,9 @@ class Browser:
         self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression):
-        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", session=True, expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")

@@ -9,6 +9,7 @@ README run): a module or page whose examples need an optional package (torch, ja
 skipped with the package's name when that package is missing, where ``--doctest-modules`` would fail
 collection on the import, and the examples share the suite's compiled kernels and markers.
 """
+
 import doctest
 import importlib
 import inspect
@@ -24,13 +25,26 @@ OPTIONS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 ADAPTERS = {"softpool_nd.torch": "torch", "softpool_nd.jax": "jax"}
 #: Packages a module of softpool_nd may need that are not required dependencies: a module whose
 #: import fails for lack of one of these is skipped; any other import error fails.
-OPTIONAL = {"torch", "jax", "jaxlib", "dask", "distributed", "cupy", "PIL", "tqdm", "ml_dtypes", "onnx",
-            "onnxscript", "onnxruntime"}
+OPTIONAL = {
+    "torch",
+    "jax",
+    "jaxlib",
+    "dask",
+    "distributed",
+    "cupy",
+    "PIL",
+    "tqdm",
+    "ml_dtypes",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+}
 PACKAGE = pathlib.Path(softpool_nd.__file__).parent
 #: Every module of the package, found from its files (nothing imported to list them).
 MODULES = sorted(
     ".".join(("softpool_nd", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
-    for path in PACKAGE.rglob("*.py") if path.name != "__main__.py"
+    for path in PACKAGE.rglob("*.py")
+    if path.name != "__main__.py"
 )
 
 
@@ -49,8 +63,15 @@ def _import(name):
 
 
 def test_every_module_is_walked():
-    assert {"softpool_nd", "softpool_nd._api", "softpool_nd.cli", "softpool_nd.cli.metrics", "softpool_nd.torch",
-            "softpool_nd.composite.jax", "softpool_nd.gpu.host"} <= set(MODULES)
+    assert {
+        "softpool_nd",
+        "softpool_nd._api",
+        "softpool_nd.cli",
+        "softpool_nd.cli.metrics",
+        "softpool_nd.torch",
+        "softpool_nd.composite.jax",
+        "softpool_nd.gpu.host",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,6 +1,7 @@
 """Arrays and arguments at the edge (issue 13): byte order, out= overlapping x, geometry near the int64
 limit, arrays that look plain (masked, negated views, tensors that require grad, foreign x with a numpy
 out=), pyramid levels, the reference module signature, and y/lse that do not come from forward."""
+
 import os
 import subprocess
 import sys
@@ -15,11 +16,14 @@ from reference import reference_backward, reference_forward
 #: The folder softpool_nd was imported from, for subprocesses to import the same one.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(softpool_nd.__file__)))
 
+
 def _in_subprocess(code, timeout=60):
     """Run ``code`` in a fresh interpreter: a hang fails the test instead of stalling the suite."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"did not finish within {timeout} s: {code}")
     assert out.returncode == 0, out.stderr
@@ -98,6 +102,7 @@ def test_non_native_calls_leave_no_growing_error_state():
 
 # --------------------------------------------------------------------------------- out= overlapping x
 
+
 def _overlap_cases():
     rng = np.random.default_rng(3)
     one = rng.normal(size=100)
@@ -109,7 +114,12 @@ def _overlap_cases():
     yield "2-D reversed", two, dict(kernel=3, stride=1, padding="same"), lambda x: x[::-1, ::-1]
     four = rng.normal(size=(2, 3, 6, 6)).astype(np.float32)
     yield "4-D same", four, dict(kernel=3, stride=1, padding=1), lambda x: x
-    yield "4-D transposed", four, dict(kernel=3, stride=1, padding=1), lambda x: x.transpose(1, 0, 3, 2).transpose(1, 0, 3, 2)
+    yield (
+        "4-D transposed",
+        four,
+        dict(kernel=3, stride=1, padding=1),
+        lambda x: x.transpose(1, 0, 3, 2).transpose(1, 0, 3, 2),
+    )
 
 
 def _buffer_tail_case():
@@ -238,6 +248,7 @@ def test_torch_adapter_validates_geometry_like_the_core_api():
 
 # --------------------------------------------------------------------------------- arrays that look plain
 
+
 def test_masked_array_is_refused():
     x = np.ma.masked_array([1.0, 100.0, 2.0, 3.0], mask=[0, 1, 0, 0])
     with pytest.raises(TypeError, match=r"x is a numpy masked array \(shape \(4,\)\).*filled"):
@@ -246,7 +257,9 @@ def test_masked_array_is_refused():
         softpool_nd.backward(np.ma.masked_array(np.ones(2)), np.arange(4.0), 2)
     with pytest.raises(TypeError, match="out is a numpy masked array"):
         softpool_nd.pool(np.arange(4.0), 2, out=np.ma.masked_array(np.ones(2)))
-    np.testing.assert_allclose(softpool_nd.pool(x.filled(-np.inf), 2), [1.0, reference_forward(np.array([2.0, 3.0]))[0][0]])
+    np.testing.assert_allclose(
+        softpool_nd.pool(x.filled(-np.inf), 2), [1.0, reference_forward(np.array([2.0, 3.0]))[0][0]]
+    )
 
 
 def test_torch_negative_and_conjugate_views_through_the_core_api():
@@ -285,9 +298,12 @@ def test_foreign_x_with_numpy_out_returns_out():
 
 #: (levels, kernel, what the ValueError says): these hung, failed formatting the message or looped forever
 PYRAMID_LEVELS = [
-    ("10**11", 2, "levels=100000000000 must be between 0 and 63"), ("10**6", 2, "levels=1000000 must be"),
-    ("10**12", 1, "levels=1000000000000 must be"), ("10**5000", 2, "levels=~2**16609 must be"),
-    ("64", 1, "levels=64 must be"), ("40", 2, "levels=40 with kernel=2 needs axis 0 to hold at least 1099511627776"),
+    ("10**11", 2, "levels=100000000000 must be between 0 and 63"),
+    ("10**6", 2, "levels=1000000 must be"),
+    ("10**12", 1, "levels=1000000000000 must be"),
+    ("10**5000", 2, "levels=~2**16609 must be"),
+    ("64", 1, "levels=64 must be"),
+    ("40", 2, "levels=40 with kernel=2 needs axis 0 to hold at least 1099511627776"),
 ]
 
 
@@ -330,6 +346,7 @@ def test_reference_signature_refuses_positional_padding():
 
 # --------------------------------------------------------------------------------- y/lse are trusted
 
+
 @pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf, 1e308, -1e308, 0.0])
 def test_backward_with_inconsistent_y_lse_stays_in_bounds(fill):
     # y and lse are used as given (documented as trusted): garbage in gives garbage numbers, never an
@@ -346,5 +363,7 @@ def test_backward_with_inconsistent_y_lse_stays_in_bounds(fill):
     # consistent y/lse give the exact gradient
     np.testing.assert_allclose(
         softpool_nd.backward(np.ones_like(y), x, y=y, lse=lse, **kw),
-        reference_backward(np.ones_like(y), x, **kw), rtol=1e-10, atol=1e-12,
+        reference_backward(np.ones_like(y), x, **kw),
+        rtol=1e-10,
+        atol=1e-12,
     )

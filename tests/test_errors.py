@@ -1,4 +1,5 @@
 """Bad arguments raise TypeError/ValueError naming the argument, its value and the input's shape."""
+
 import numpy as np
 import pytest
 
@@ -95,7 +96,9 @@ def test_out_checks():
 
 def test_backward_argument_checks():
     gy = np.ones((2, 3, 4, 4), np.float32)
-    with pytest.raises(ValueError, match=r"grad_y has shape \(2, 3, 4, 3\).*\(2, 3, 4, 4\).*input shape \(2, 3, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"grad_y has shape \(2, 3, 4, 3\).*\(2, 3, 4, 4\).*input shape \(2, 3, 8, 8\)"
+    ):
         softpool_nd.backward(np.ones((2, 3, 4, 3), np.float32), X, 2)
     with pytest.raises(ValueError, match=r"lse has shape"):
         softpool_nd.backward(gy, X, 2, y=gy, lse=np.ones((1,), np.float32))

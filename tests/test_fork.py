@@ -4,6 +4,7 @@ Each scenario runs in a fresh interpreter: the threading layer is chosen once pe
 child killed by GNU OpenMP, or a pool hanging while it replaces dead workers, must fail the test,
 not the test run.
 """
+
 import os
 import subprocess
 import sys
@@ -35,8 +36,9 @@ def _run(code, env=None, timeout=180):
     full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     full_env.update(env or {})
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                             env=full_env, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"hung for {timeout} s (a pool replacing dead workers forever?)")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -44,18 +46,23 @@ def _run(code, env=None, timeout=180):
 
 
 def test_multiprocessing_pool_after_use():
-    code = _PARENT_CALL + """
+    code = (
+        _PARENT_CALL
+        + """
 import multiprocessing
 with multiprocessing.get_context("fork").Pool(2) as pool:
     got = pool.map(work, [0, 0, 1, 2])
 assert got[0] == got[1] == want, (got, want)
 print("ok")
 """
+    )
     assert _run(code).strip() == "ok"
 
 
 def test_process_pool_executor_after_use():
-    code = _PARENT_CALL + """
+    code = (
+        _PARENT_CALL
+        + """
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
@@ -63,12 +70,15 @@ with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as e
 assert got[0] == got[3] == want, (got, want)
 print("ok")
 """
+    )
     assert _run(code).strip() == "ok"
 
 
 def test_torch_dataloader_workers_after_use():
     pytest.importorskip("torch")
-    code = _PARENT_CALL + """
+    code = (
+        _PARENT_CALL
+        + """
 import torch
 from softpool_nd.torch import soft_pool2d
 
@@ -87,10 +97,13 @@ assert [tuple(b.shape) for b in batches] == [(4, 3, 4, 4)] * 2
 assert float(batches[1][3].mean()) == 7.0
 print("ok")
 """
+    )
     assert _run(code).strip() == "ok"
 
 
-_THREADS = _PARENT_CALL + """
+_THREADS = (
+    _PARENT_CALL
+    + """
 import threading
 results, errors = [None] * 8, []
 
@@ -111,6 +124,7 @@ assert {r for rs in results for r in rs} == {want}  # bit-identical in every thr
 import numba
 print(numba.threading_layer())
 """
+)
 
 
 def test_eight_threads_at_once_are_bit_identical():

@@ -1,4 +1,5 @@
 """Output shapes follow PyTorch's pooling arithmetic; axes and padding forms resolve as documented."""
+
 import subprocess
 import sys
 

@@ -4,6 +4,7 @@ On a GPU machine both time CUDA kernels; here the stand-in routes every call
 to the CPU backend, so this exercises the harnesses themselves (queued
 timing, traffic and copy ratios, the correctness sweep, the table).
 """
+
 import importlib.util
 import sys
 import time
@@ -44,8 +45,14 @@ def _fake_cupy():
         runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": b"host stand-in"}),
     )
     return types.SimpleNamespace(
-        cuda=cuda, asarray=np.asarray, asnumpy=np.asarray, ascontiguousarray=np.ascontiguousarray,
-        zeros=np.zeros, ones_like=np.ones_like, empty_like=np.empty_like, multiply=np.multiply,
+        cuda=cuda,
+        asarray=np.asarray,
+        asnumpy=np.asarray,
+        ascontiguousarray=np.ascontiguousarray,
+        zeros=np.zeros,
+        ones_like=np.ones_like,
+        empty_like=np.empty_like,
+        multiply=np.multiply,
     )
 
 
@@ -95,7 +102,9 @@ def test_gpu_check_script_table_and_limits(gpu_check):
     assert set(gpu_check.LIMITS) == set(gpu_check.STEPS)
 
 
-@pytest.mark.parametrize("shape,kw", [((2, 3, 9, 8), dict(kernel=3, stride=2, padding=1)), ((1, 2, 6, 6), dict(kernel=2))])
+@pytest.mark.parametrize(
+    "shape,kw", [((2, 3, 9, 8), dict(kernel=3, stride=2, padding=1)), ((1, 2, 6, 6), dict(kernel=2))]
+)
 def test_gpu_check_torch_formula_is_softpool(gpu_check, shape, kw):
     """The PyTorch baseline computes the same function (checked with CPU torch)."""
     torch = pytest.importorskip("torch")

@@ -2,6 +2,7 @@
 
 Written without a GPU to run them on: each test states what it would catch.
 """
+
 import numpy as np
 import pytest
 
@@ -16,8 +17,9 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(cp is None, reason="no CUDA GP
 
 def _close(got, expect, dtype=np.float32):
     rtol = tolerance(dtype)[0]
-    np.testing.assert_allclose(cp.asnumpy(got).astype(np.float64), np.asarray(expect, np.float64),
-                               rtol=rtol, atol=rtol, equal_nan=True)
+    np.testing.assert_allclose(
+        cp.asnumpy(got).astype(np.float64), np.asarray(expect, np.float64), rtol=rtol, atol=rtol, equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -152,6 +154,7 @@ def test_gpu_cuda_dask_cupy_chunks_threaded():
 
 # ---------------------------------------------------------------- softpool_nd.torch on CUDA
 
+
 @pytest.fixture(scope="module")
 def torch_cuda():
     torch = pytest.importorskip("torch")
@@ -284,7 +287,9 @@ def test_gpu_cuda_torch_graph_capture_of_pool_and_jvp(torch_cuda):
         static_x.copy_(new)
         graph.replay()
         torch.cuda.synchronize()
-        p, dy = spt.soft_pool(new, 3, 2, 1), torch.func.jvp(lambda a: spt.soft_pool(a, 3, 2, 1), (new,),
-                                                             (static_dx,))[1]
+        p, dy = (
+            spt.soft_pool(new, 3, 2, 1),
+            torch.func.jvp(lambda a: spt.soft_pool(a, 3, 2, 1), (new,), (static_dx,))[1],
+        )
         torch.testing.assert_close(static_p, p)
         torch.testing.assert_close(static_dy, dy)

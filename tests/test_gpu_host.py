@@ -5,6 +5,7 @@ with CuPy swapped for ctypes: same kernels, same argument packing, same grid
 sizes. Results are compared with the CPU backend (same math, so tight
 tolerances and identical non-finite positions) and with the float64 oracle.
 """
+
 import re
 
 import numpy as np
@@ -41,8 +42,9 @@ def gpu64():
 def close(a, b, rtol, what):
     b64 = b.astype(np.float64)
     scale = max(float(np.abs(b64[np.isfinite(b64)]).max(initial=0.0)), 1.0)
-    np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=rtol * scale,
-                               equal_nan=True, err_msg=what)
+    np.testing.assert_allclose(
+        a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=rtol * scale, equal_nan=True, err_msg=what
+    )
 
 
 def _cases(n, seed):
@@ -127,8 +129,12 @@ def test_gpu_host_non_finite_rules_match_cpu(gpu, dtype):
         close(lse, lse_c, RTOL[dtype], "lse")
         gy = np.ones(geom.out_shape, dtype)
         for exact in (True, False):
-            close(gpu.backward(gy, x, y, lse, geom, beta, ACC[dtype], exact),
-                  cpu.backward(gy, x, y_c, lse_c, geom, beta, ACC[dtype], exact), 4 * RTOL[dtype], "grad")
+            close(
+                gpu.backward(gy, x, y, lse, geom, beta, ACC[dtype], exact),
+                cpu.backward(gy, x, y_c, lse_c, geom, beta, ACC[dtype], exact),
+                4 * RTOL[dtype],
+                "grad",
+            )
     assert np.isnan(y).any() and np.isinf(y).any()  # the rules above were really exercised
 
 
@@ -233,6 +239,7 @@ def test_gpu_host_too_many_loop_dims_is_a_clear_error(gpu):
 
 def test_gpu_host_index_width_and_grid_choice():
     """int indices while every offset fits in 31 bits, long long past that; grids capped."""
+
     class Probe(launch.Launcher):
         block = 256
 
@@ -259,11 +266,14 @@ def test_gpu_host_index_width_and_grid_choice():
         launch.launch_forward(probe, np.empty(0, np.int16), None, None, small, 1.0, F32)
 
 
-@pytest.mark.parametrize("shape,kw,width", [
-    ((3, 9, 8), dict(kernel=(3, 2), stride=(2, 1)), 2),
-    ((2, 5, 6, 7), dict(kernel=(2, 3, 2), stride=1, padding=1), 4),
-    ((2, 4, 3, 5, 4, 3), dict(kernel=(2, 2, 3, 2, 2), stride=(1, 2, 1, 2, 1)), 16),
-])
+@pytest.mark.parametrize(
+    "shape,kw,width",
+    [
+        ((3, 9, 8), dict(kernel=(3, 2), stride=(2, 1)), 2),
+        ((2, 5, 6, 7), dict(kernel=(2, 3, 2), stride=1, padding=1), 4),
+        ((2, 4, 3, 5, 4, 3), dict(kernel=(2, 2, 3, 2, 2), stride=(1, 2, 1, 2, 1)), 16),
+    ],
+)
 def test_gpu_host_window_width_instantiations(shape, kw, width):
     """Each compiled window capacity W is picked by pooled rank and gives the CPU's answer."""
     launcher = HostLauncher()
@@ -277,10 +287,16 @@ def test_gpu_host_window_width_instantiations(shape, kw, width):
     y_c, lse_c = cpu.forward(x, geom, 1.0, F64)
     close(y, y_c, 1e-12, "y")
     gy = np.random.default_rng(10).standard_normal(y.shape)
-    close(gpu.backward(gy, x, y, lse, geom, 1.0, F64, True), cpu.backward(gy, x, y_c, lse_c, geom, 1.0, F64, True),
-          1e-12, "gx")
-    assert names == [f"softpool_forward<double, double, int, {width}>",
-                     f"softpool_backward<double, double, int, true, {width}>"]
+    close(
+        gpu.backward(gy, x, y, lse, geom, 1.0, F64, True),
+        cpu.backward(gy, x, y_c, lse_c, geom, 1.0, F64, True),
+        1e-12,
+        "gx",
+    )
+    assert names == [
+        f"softpool_forward<double, double, int, {width}>",
+        f"softpool_backward<double, double, int, true, {width}>",
+    ]
 
 
 def test_gpu_host_forward_without_lse(gpu):
@@ -296,6 +312,7 @@ def test_gpu_host_forward_without_lse(gpu):
 
 def test_gpu_host_numerics_examples(gpu):
     """NUMERICS.md rules 2 and 3: extreme-relative weights, the plain mean for beta == 0."""
+
     def run(values, dtype, beta, kernel=2):
         x = np.array(values, dtype)
         return gpu.forward(x, make_geometry(x.shape, kernel), beta, ACC[np.dtype(dtype)])

@@ -4,6 +4,7 @@ dy_W = sum_i w_i (1 + beta (x_i - y_W)) dx_i with w_i = exp(beta x_i - lse_W):
 checked against that formula in float64 NumPy, against central finite
 differences of the float64 oracle, and in the limits of NUMERICS.md.
 """
+
 import itertools
 
 import numpy as np
@@ -48,8 +49,7 @@ def jvp_formula(dx, x, beta, **kw):
 
 def _cases(n, seed):
     rng = np.random.default_rng(seed)
-    return [(random_config(rng), [F16, F32, F64][i % 3], float(rng.choice([1.0, 0.0, -0.7, 2.5])), i)
-            for i in range(n)]
+    return [(random_config(rng), [F16, F32, F64][i % 3], float(rng.choice([1.0, 0.0, -0.7, 2.5])), i) for i in range(n)]
 
 
 @pytest.mark.parametrize("case", _cases(30, 41), ids=lambda c: f"{c[0][0]}-{c[1]}-b{c[2]}")
@@ -78,7 +78,9 @@ def test_gpu_jvp_is_the_derivative(gpu, beta):
     y, lse = gpu.forward(x, geom, beta, F64)
     dy = gpu.jvp(dx, x, y, lse, geom, beta, F64)
     h = 1e-6
-    fd = (reference_forward(x + h * dx, beta=beta, **kw)[0] - reference_forward(x - h * dx, beta=beta, **kw)[0]) / (2 * h)
+    fd = (reference_forward(x + h * dx, beta=beta, **kw)[0] - reference_forward(x - h * dx, beta=beta, **kw)[0]) / (
+        2 * h
+    )
     np.testing.assert_allclose(dy, fd, rtol=1e-6, atol=1e-8)
 
 

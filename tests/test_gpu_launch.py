@@ -1,4 +1,5 @@
 """What the CUDA path hands CuPy, checked without a GPU: launch arguments, device context, first-call lock."""
+
 import contextlib
 import sys
 import threading
@@ -49,6 +50,7 @@ def test_gpu_no_launch_argument_is_none():
 
 
 # ---------------------------------------------------------------- device context (issue 15 item 7)
+
 
 class _Device:
     """Which device is current; the stand-in arrays refuse any work outside their own."""
@@ -104,8 +106,11 @@ def _fake_backend():
         return _Arr(cpu.backward(grad_y.a, x.a, y.a, lse.a, geom, beta, acc_dtype, exact))
 
     return types.SimpleNamespace(
-        name="fakedev", xp=types.SimpleNamespace(empty=empty, zeros=zeros), device_of=device_of,
-        forward=forward, backward=backward,
+        name="fakedev",
+        xp=types.SimpleNamespace(empty=empty, zeros=zeros),
+        device_of=device_of,
+        forward=forward,
+        backward=backward,
     )
 
 
@@ -141,6 +146,7 @@ def test_gpu_backend_device_of_is_the_arrays_device():
 
 
 # ---------------------------------------------------------------- first-call compile (issue 15 item 9)
+
 
 def test_gpu_first_compile_happens_once_under_concurrency(monkeypatch):
     """Threads racing to the first launch build one launcher and compile each kernel once."""

@@ -5,12 +5,13 @@ routed to the GPU backend (softpool.cu compiled by g++ through host_shim.h), and
 cases are also compared with the CPU backend. The beta == 0 backward is checked bit for bit:
 grad_y / count, the mean's derivative, not a weight exp(-lse) that rounds differently.
 """
+
 import types
 
 import numpy as np
 import pytest
-
 import test_numerics
+
 from softpool_nd import _dispatch, make_geometry
 from softpool_nd.cpu import backend as cpu
 from softpool_nd.gpu.backend import Backend
@@ -65,16 +66,20 @@ def test_gpu_overflowing_products(on_gpu, shape, kw, dtype, scale, beta):
         g = on_gpu.backward(gy, x, y, lse, geom, beta, acc, exact)
         g_c = cpu.backward(gy, x, y_c, lse_c, geom, beta, acc, exact)
         assert np.all(np.isfinite(g))
-        np.testing.assert_allclose(g.astype(np.float64), g_c.astype(np.float64), rtol=1e-3,
-                                   atol=1e-3 * float(np.abs(gy).max()))
+        np.testing.assert_allclose(
+            g.astype(np.float64), g_c.astype(np.float64), rtol=1e-3, atol=1e-3 * float(np.abs(gy).max())
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])  # float16 rounding would hide the difference
-@pytest.mark.parametrize("shape, kw", [
-    ((2, 13), dict(kernel=3, stride=3, padding=1, axes=1)),  # windows never share a cell
-    ((2, 13), dict(kernel=3, stride=2, padding=1, axes=1)),  # each cell in at most two windows
-    ((3, 7, 6), dict(kernel=(3, 2), stride=(3, 2), padding=(1, 0), axes=(1, 2))),
-])
+@pytest.mark.parametrize(
+    "shape, kw",
+    [
+        ((2, 13), dict(kernel=3, stride=3, padding=1, axes=1)),  # windows never share a cell
+        ((2, 13), dict(kernel=3, stride=2, padding=1, axes=1)),  # each cell in at most two windows
+        ((3, 7, 6), dict(kernel=(3, 2), stride=(3, 2), padding=(1, 0), axes=(1, 2))),
+    ],
+)
 def test_gpu_beta_zero_backward_is_grad_over_count(gpu, dtype, shape, kw):
     """NUMERICS.md rule 2: grad_x_j = sum of grad_y_W / count_W in the accumulation dtype, bit for bit."""
     rng = np.random.default_rng(11)

@@ -4,6 +4,7 @@ The host emulation cannot see CUDA-only mistakes (half intrinsics,
 qualifiers, device overloads); nvcc can, without a GPU. Skipped, with the
 reason, only where nvcc is not installed.
 """
+
 import os
 import re
 import shutil
@@ -34,8 +35,20 @@ def test_gpu_nvcc_ptx_every_instantiation(tmp_path, arch, bf16):
     src = Path(tmp_path) / "all.cu"
     src.write_text(unit)
     ptx = Path(tmp_path) / "all.ptx"
-    cmd = [NVCC, "-ptx", f"-arch={arch}", "-std=c++17", f"-DSOFTPOOL_BF16={int(bf16)}", "-Werror", "all-warnings",
-           "-I", str(SOURCE_DIR), str(src), "-o", str(ptx)]
+    cmd = [
+        NVCC,
+        "-ptx",
+        f"-arch={arch}",
+        "-std=c++17",
+        f"-DSOFTPOOL_BF16={int(bf16)}",
+        "-Werror",
+        "all-warnings",
+        "-I",
+        str(SOURCE_DIR),
+        str(src),
+        "-o",
+        str(ptx),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     text = ptx.read_text()
@@ -58,9 +71,23 @@ def test_gpu_nvcc_hot_kernels_keep_counters_in_registers(tmp_path):
     names = [n for n in names if "<float," in n or "<__half," in n]
     assert len(names) == 8  # forward, jvp, both backwards; float and half
     src = Path(tmp_path) / "hot.cu"
-    src.write_text('#include "softpool.cu"\nvoid* sp_all[] = {\n' + "".join(f"    (void*)&{n},\n" for n in names) + "};\n")
-    cmd = [NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-DSOFTPOOL_BF16=0", "-Xptxas", "-v",
-           "-I", str(SOURCE_DIR), str(src), "-o", str(Path(tmp_path) / "hot.cubin")]
+    src.write_text(
+        '#include "softpool.cu"\nvoid* sp_all[] = {\n' + "".join(f"    (void*)&{n},\n" for n in names) + "};\n"
+    )
+    cmd = [
+        NVCC,
+        "-cubin",
+        "-arch=sm_90",
+        "-std=c++17",
+        "-DSOFTPOOL_BF16=0",
+        "-Xptxas",
+        "-v",
+        "-I",
+        str(SOURCE_DIR),
+        str(src),
+        "-o",
+        str(Path(tmp_path) / "hot.cubin"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     frames = re.findall(r"(\d+) bytes stack frame", done.stderr)

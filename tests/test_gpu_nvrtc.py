@@ -10,6 +10,7 @@ step that needs a device, asking it for its architecture, is replaced by the
 answer it gives on such a device (``-arch=sm_XX``, a cubin). Needs cupy and
 the NVRTC wheel (``pip install softpool_nd[gpu]``), both installed by .ci/run.
 """
+
 import io
 
 import pytest
@@ -37,8 +38,7 @@ def test_gpu_nvrtc_compiles_every_instantiation_as_cupy_does(monkeypatch, arch):
     names = instantiations(bf16)
     options = core.assemble_cupy_compiler_options(cuda.options(bf16)) + ("-ftz=true",)
     log = io.StringIO()
-    cubin, mapping = compiler.compile_using_nvrtc(source(), options, arch=arch, name_expressions=names,
-                                                  log_stream=log)
+    cubin, mapping = compiler.compile_using_nvrtc(source(), options, arch=arch, name_expressions=names, log_stream=log)
     assert log.getvalue().strip() == ""  # no warnings either
     assert cubin[:4] == b"\x7fELF"  # a cubin (SASS for sm_XX), what CuPy loads
     assert set(mapping) == set(names) and all(mapping[n] for n in names)

@@ -1,4 +1,5 @@
 """CuPy is optional: without it softpool_nd imports and runs on the CPU, and GPU use says what to install."""
+
 import subprocess
 import sys
 import textwrap

@@ -6,6 +6,7 @@ Here the GPU backend runs on the host emulation with an array namespace that cou
 allocation: with outputs in the result's layout a call allocates nothing and launches one kernel.
 The torch CUDA path itself is covered by tests/test_gpu_cuda.py (GPU only).
 """
+
 import types
 
 import numpy as np
@@ -112,8 +113,9 @@ def test_gpu_outputs_in_another_layout_are_filled(gpu):
 @pytest.fixture
 def numpy_on_gpu(gpu, monkeypatch):
     """softpool_nd's public functions send NumPy arrays to the GPU backend (host emulation, counting xp)."""
-    module = types.SimpleNamespace(name="gpu", xp=gpu.xp, forward=gpu.forward, backward=gpu.backward,
-                                   jvp=gpu.jvp, takes_out=True)
+    module = types.SimpleNamespace(
+        name="gpu", xp=gpu.xp, forward=gpu.forward, backward=gpu.backward, jvp=gpu.jvp, takes_out=True
+    )
     monkeypatch.setitem(_dispatch._LOADED, "numpy", module)
     return gpu
 
@@ -161,12 +163,19 @@ def test_outputs_on_a_backend_that_does_not_write_them():
     np.testing.assert_allclose(dy, 1.0, rtol=1e-12)
 
 
-@pytest.mark.parametrize("which, bad, match", [
-    ("forward", (np.empty((2, 7, 3)), np.empty((2, 7, 3), np.float32)), r"out\[1\] has shape \(2, 7, 3\) and dtype float32 but lse"),
-    ("forward", (np.empty((2, 7, 4)), np.empty((2, 7, 3))), r"out\[0\] has shape \(2, 7, 4\)"),
-    ("backward", np.empty((2, 7, 6), np.float32), r"out has shape \(2, 7, 6\) and dtype float32 but x"),
-    ("jvp", np.empty((2, 3, 4)), r"out has shape \(2, 3, 4\) .*input shape \(2, 7, 6\)"),
-])
+@pytest.mark.parametrize(
+    "which, bad, match",
+    [
+        (
+            "forward",
+            (np.empty((2, 7, 3)), np.empty((2, 7, 3), np.float32)),
+            r"out\[1\] has shape \(2, 7, 3\) and dtype float32 but lse",
+        ),
+        ("forward", (np.empty((2, 7, 4)), np.empty((2, 7, 3))), r"out\[0\] has shape \(2, 7, 4\)"),
+        ("backward", np.empty((2, 7, 6), np.float32), r"out has shape \(2, 7, 6\) and dtype float32 but x"),
+        ("jvp", np.empty((2, 3, 4)), r"out has shape \(2, 3, 4\) .*input shape \(2, 7, 6\)"),
+    ],
+)
 def test_bad_outputs_name_themselves(which, bad, match):
     x = np.zeros((2, 7, 6))
     with pytest.raises(ValueError, match=match):

@@ -6,6 +6,7 @@ in any instantiation: every divisor comes with a magic number from launch.py.
 Skipped, with the reason, where nvcc, cuobjdump or nvdisasm is missing
 (.ci/run installs the last two from their wheels).
 """
+
 import importlib.util
 from pathlib import Path
 
@@ -18,6 +19,7 @@ _spec.loader.exec_module(gpu_sass)
 
 _MISSING = [t for t in ("nvcc", "cuobjdump", "nvdisasm") if gpu_sass.tool(t) is None]
 pytestmark = pytest.mark.skipif(bool(_MISSING), reason=f"CUDA tools not found: {', '.join(_MISSING)}")
+
 
 def test_gpu_sass_no_integer_division_in_any_kernel(tmp_path):
     from softpool_nd.gpu.launch import instantiations
@@ -32,8 +34,10 @@ def test_gpu_sass_no_integer_division_in_any_kernel(tmp_path):
 def test_gpu_sass_counter_on_a_known_kernel(tmp_path):
     """One 32-bit division by a run-time value is one I2F.U32.RP site (or I2F.RP); a shift is none."""
     src = tmp_path / "k.cu"
-    src.write_text('extern "C" __global__ void divide(unsigned* a, unsigned b) { a[threadIdx.x] /= b; }\n'
-                   'extern "C" __global__ void shift_right(unsigned* a) { a[threadIdx.x] >>= 3; }\n')
+    src.write_text(
+        'extern "C" __global__ void divide(unsigned* a, unsigned b) { a[threadIdx.x] /= b; }\n'
+        'extern "C" __global__ void shift_right(unsigned* a) { a[threadIdx.x] >>= 3; }\n'
+    )
     import subprocess
 
     out = tmp_path / "k.cubin"

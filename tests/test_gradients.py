@@ -1,4 +1,5 @@
 """backward against central finite differences of the forward pass, in float64."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """DLPack at the API boundary: foreign arrays in, the caller's arrays out, without copies."""
+
 import subprocess
 import sys
 import textwrap

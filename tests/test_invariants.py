@@ -1,4 +1,5 @@
 """Mathematical properties of SoftPool that any correct implementation has."""
+
 import numpy as np
 import pytest
 

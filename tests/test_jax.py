@@ -1,4 +1,5 @@
 """softpool_nd.jax: jit, grad and vmap through pure_callback, against the NumPy path."""
+
 import numpy as np
 import pytest
 
@@ -122,7 +123,11 @@ def test_xla_path_matches_kernels_on_random_configs(seed):
         @jax.jit
         def all_three(x):
             y, vjp = jax.vjp(lambda x: _xla(x, **kw), x)
-            return y, vjp(g.astype(np.float32))[0], jax.grad(lambda x: jnp.vdot(_xla(x, gradient="weights", **kw), g))(x)
+            return (
+                y,
+                vjp(g.astype(np.float32))[0],
+                jax.grad(lambda x: jnp.vdot(_xla(x, gradient="weights", **kw), g))(x),
+            )
 
         y, exact, weights = all_three(jnp.asarray(a))
         assert y.dtype == jnp.float32
@@ -157,15 +162,20 @@ def test_xla_path_forward_mode_and_hessian_against_finite_differences():
         _, hvp = jax.jvp(g, (a,), (v,))
         np.testing.assert_allclose(hvp, (g(a + h * v) - g(a - h * v)) / (2 * h), rtol=1e-5, atol=1e-7)
         # the exact gradient against the float64 oracle
-        np.testing.assert_allclose(g(a), reference_backward(2 * np.asarray(f(a)), np.asarray(a), axes=(1, 2), **kw),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            g(a), reference_backward(2 * np.asarray(f(a)), np.asarray(a), axes=(1, 2), **kw), rtol=1e-12, atol=1e-12
+        )
         # jacfwd, jacrev and hessian under jit on a small input
         small = a[:1, :3, :4]
         jf = jax.jit(jax.jacfwd(f))(small)
         np.testing.assert_allclose(jf, jax.jit(jax.jacrev(f))(small), rtol=1e-12, atol=1e-14)
         hess = jax.jit(jax.hessian(loss))(small)
-        np.testing.assert_allclose(jnp.tensordot(hess, v[:1, :3, :4], axes=3), jax.jvp(g, (small,), (v[:1, :3, :4],))[1],
-                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            jnp.tensordot(hess, v[:1, :3, :4], axes=3),
+            jax.jvp(g, (small,), (v[:1, :3, :4],))[1],
+            rtol=1e-10,
+            atol=1e-12,
+        )
 
 
 def test_xla_path_vmap_equals_batched_call():
@@ -182,10 +192,13 @@ def test_xla_path_dtypes_and_non_finite_rules():
     a = _a((2, 8), seed=10)
     yb = _xla(jnp.asarray(a, jnp.bfloat16), kernel=2)
     assert yb.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(yb, np.float32),
-                                  np.asarray(jnp.asarray(softpool_nd.pool(np.asarray(jnp.asarray(a, jnp.bfloat16),
-                                                                                     np.float32), 2), jnp.bfloat16),
-                                             np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(yb, np.float32),
+        np.asarray(
+            jnp.asarray(softpool_nd.pool(np.asarray(jnp.asarray(a, jnp.bfloat16), np.float32), 2), jnp.bfloat16),
+            np.float32,
+        ),
+    )
     inf, nan = np.inf, np.nan
     x = np.array([1.0, nan, inf, 5.0, -inf, 5.0, inf, inf, -inf, -inf, -inf, 2.0], np.float32)
     for beta in (1.0, -1.0, 0.0):

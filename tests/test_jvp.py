@@ -1,4 +1,5 @@
 """softpool_nd.jvp: the forward-mode derivative, against central differences, the oracle and backward."""
+
 import numba
 import numpy as np
 import pytest
@@ -169,5 +170,7 @@ def test_dask_is_blocked_like_the_forward():
     y, lse = softpool_nd.forward(da.from_array(x, chunks=4), **kw)
     np.testing.assert_allclose(
         softpool_nd.jvp(da.from_array(x, chunks=4), da.from_array(dx, chunks=4), y=y, lse=lse, **kw).compute(),
-        want, rtol=1e-12, atol=1e-12,
+        want,
+        rtol=1e-12,
+        atol=1e-12,
     )

@@ -1,4 +1,5 @@
 """The numba disk cache of the CPU kernels is keyed on every source they compile from."""
+
 import os
 import pickle
 import shutil

@@ -1,4 +1,5 @@
 """Memory layouts, out=, empty arrays, determinism and 64-bit indexing."""
+
 import subprocess
 import sys
 
@@ -58,7 +59,11 @@ def test_channels_last_with_axes():
 def test_out_is_filled_and_returned(layout):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
-    out = np.full((2, 3, 4, 4), np.nan, np.float32) if layout == "c" else np.full((2, 3, 4, 8), np.nan, np.float32)[..., ::2]
+    out = (
+        np.full((2, 3, 4, 4), np.nan, np.float32)
+        if layout == "c"
+        else np.full((2, 3, 4, 8), np.nan, np.float32)[..., ::2]
+    )
     res = softpool_nd.pool(x, 2, out=out)
     assert res is out
     np.testing.assert_array_equal(out, softpool_nd.pool(x, 2))
@@ -103,7 +108,13 @@ for n in (1, 2, 1, 2):
     res.append(y.tobytes() + lse.tobytes() + g.tobytes())
 print(len(set(res)))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"NUMBA_NUM_THREADS": "2", "PATH": ""}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"NUMBA_NUM_THREADS": "2", "PATH": ""},
+        check=True,
+    )
     assert out.stdout.strip() == "1", out.stderr
 
 
@@ -114,10 +125,14 @@ def test_indexing_is_64_bit():
     x[2**31], x[2**31 + 1] = 5.0, 3.0
     y = softpool_nd.pool(x, 2, stride=2**30)
     assert y.shape == (3,)
-    np.testing.assert_allclose(y.astype(np.float64), [0.0, 0.0, reference_forward(np.array([5.0, 3.0]), kernel=2)[0][0]], rtol=1e-3)
-    view = x[::2**29]  # the last cell sits 2**31 elements past the first
+    np.testing.assert_allclose(
+        y.astype(np.float64), [0.0, 0.0, reference_forward(np.array([5.0, 3.0]), kernel=2)[0][0]], rtol=1e-3
+    )
+    view = x[:: 2**29]  # the last cell sits 2**31 elements past the first
     g = softpool_nd.backward(np.ones(2, np.float16), view, 2)
-    np.testing.assert_allclose(g.astype(np.float64), reference_backward(np.ones(2), view.astype(np.float64), kernel=2), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        g.astype(np.float64), reference_backward(np.ones(2), view.astype(np.float64), kernel=2), rtol=1e-3, atol=1e-3
+    )
     rows = np.lib.stride_tricks.as_strided(x, shape=(3, 8), strides=(2**30 * 2, 2))  # row 2 starts at 2**31
     rows_y = softpool_nd.pool(rows, 2, axes=1)
     np.testing.assert_allclose(rows_y[2].astype(np.float64), [y[2], 0, 0, 0], rtol=1e-3)

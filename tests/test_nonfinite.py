@@ -1,4 +1,5 @@
 """Non-finite inputs follow the limit of the formula; huge finite inputs never overflow."""
+
 import numpy as np
 import pytest
 

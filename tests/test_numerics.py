@@ -1,6 +1,7 @@
 """The numeric rules of issue #13 items 5-6 (NUMERICS.md) on the CPU backend: every accepted beta
 follows the limit of the formula (no overflow of beta * x), beta = 0 is the plain mean, and float32
 error of long windows grows like log n."""
+
 import numpy as np
 import pytest
 
@@ -74,7 +75,7 @@ def test_beta_zero_is_the_plain_mean(dtype):
     acc = np.float64 if dtype == np.float64 else np.float32
     x = np.random.default_rng(0).normal(size=(3, 13)).astype(dtype)
     y = softpool_nd.pool(x, 4, stride=3, padding=1, beta=0.0, axes=1)
-    want = [[np.mean(r[max(0, o * 3 - 1):o * 3 + 3], dtype=acc) for o in range(y.shape[1])] for r in x]
+    want = [[np.mean(r[max(0, o * 3 - 1) : o * 3 + 3], dtype=acc) for o in range(y.shape[1])] for r in x]
     np.testing.assert_allclose(y, np.array(want).astype(dtype), rtol=np.finfo(dtype).eps * 4, atol=np.finfo(dtype).eps)
 
 
@@ -90,8 +91,12 @@ def test_huge_values_with_a_tiny_beta_do_not_overflow(dtype):
     np.testing.assert_allclose(y.astype(np.float64) / big, [(1 - e) / (1 + e)], rtol=1e-3)
     g = softpool_nd.backward(np.ones(1, dtype), x, 2, beta=beta)
     assert np.all(np.isfinite(g))
-    np.testing.assert_allclose(g.astype(np.float64), [1 / (1 + e) * (1 + (1 - (1 - e) / (1 + e))),
-                                                      e / (1 + e) * (1 + (-1 - (1 - e) / (1 + e)))], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        g.astype(np.float64),
+        [1 / (1 + e) * (1 + (1 - (1 - e) / (1 + e))), e / (1 + e) * (1 + (-1 - (1 - e) / (1 + e)))],
+        rtol=1e-3,
+        atol=1e-3,
+    )
 
 
 @pytest.mark.parametrize("dtype", _HALF_AND_SINGLE + (np.float64,))
@@ -118,8 +123,11 @@ _CASES = [
 
 # (dtype, scale of x, beta) with beta * x beyond the accumulation dtype
 _OVERFLOWS = [
-    (np.float32, 1e37, 100.0), (np.float32, 1e37, -100.0), (np.float16, 1e2, 1e36),
-    (np.float64, 1e306, 1e5), (np.float64, 1.0, -1e308),
+    (np.float32, 1e37, 100.0),
+    (np.float32, 1e37, -100.0),
+    (np.float16, 1e2, 1e36),
+    (np.float64, 1e306, 1e5),
+    (np.float64, 1.0, -1e308),
 ]
 
 
@@ -167,7 +175,7 @@ def test_moderate_beta_gradients_match_central_differences_at_large_magnitudes(d
     rng = np.random.default_rng(2)
     x = (big * (1 - rng.random(12) * 1e-2)).astype(dtype).astype(np.float64)
     beta = 2000 / big
-    f = (lambda a: softpool_nd.pool(a.astype(dtype), 3, stride=2, beta=beta).astype(np.float64))
+    f = lambda a: softpool_nd.pool(a.astype(dtype), 3, stride=2, beta=beta).astype(np.float64)
     g = softpool_nd.backward(np.ones(5, dtype), x.astype(dtype), 3, stride=2, beta=beta).astype(np.float64)
     if dtype == np.float64:
         fd = _central_differences(f, x, big * 1e-6)
@@ -176,9 +184,16 @@ def test_moderate_beta_gradients_match_central_differences_at_large_magnitudes(d
     np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("dtype, bad", [
-    (np.float32, 1e300), (np.float16, -3.5e38), (np.float64, float("inf")), (np.float64, 10**400), (np.int64, -10**309),
-])
+@pytest.mark.parametrize(
+    "dtype, bad",
+    [
+        (np.float32, 1e300),
+        (np.float16, -3.5e38),
+        (np.float64, float("inf")),
+        (np.float64, 10**400),
+        (np.int64, -(10**309)),
+    ],
+)
 def test_betas_beyond_the_accumulation_dtype_are_refused(dtype, bad):
     x = np.zeros((2, 4), dtype)
     acc = "float64" if dtype in (np.float64, np.int64) else "float32"

@@ -6,6 +6,7 @@ of tests/configs.py), so that each exporter runs once. The dynamo exporter
 gets a dynamic batch and dynamic pooled lengths; the legacy exporter (a
 trace, in which Python arithmetic on lengths is frozen) a dynamic batch.
 """
+
 import io
 import warnings
 
@@ -25,20 +26,35 @@ from configs import random_config
 # (module, input shape at export, the same pooling as softpool_nd.pool keyword arguments)
 CASES = [
     (SoftPool1d(3, 2, padding=1, ceil_mode=True), (2, 3, 11), dict(kernel=3, stride=2, padding=1, ceil_mode=True)),
-    (SoftPoolNd((2,), 1, ((1, 0),), dilation=2, axes=2, beta=-0.5), (2, 3, 9),
-     dict(kernel=(2,), stride=1, padding=((1, 0),), dilation=2, axes=2, beta=-0.5)),
+    (
+        SoftPoolNd((2,), 1, ((1, 0),), dilation=2, axes=2, beta=-0.5),
+        (2, 3, 9),
+        dict(kernel=(2,), stride=1, padding=((1, 0),), dilation=2, axes=2, beta=-0.5),
+    ),
     (SoftPool2d(2), (2, 3, 8, 8), dict(kernel=2)),
     (SoftPool2d(3, 2, padding=1, beta=3.0), (2, 3, 9, 10), dict(kernel=3, stride=2, padding=1, beta=3.0)),
-    (SoftPoolNd((3, 2), (2, 1), "same", axes=(2, 3)), (2, 3, 7, 6),
-     dict(kernel=(3, 2), stride=(2, 1), padding="same", axes=(2, 3))),
-    (SoftPoolNd((2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3)),
-     (2, 3, 9, 8), dict(kernel=(2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3))),
+    (
+        SoftPoolNd((3, 2), (2, 1), "same", axes=(2, 3)),
+        (2, 3, 7, 6),
+        dict(kernel=(3, 2), stride=(2, 1), padding="same", axes=(2, 3)),
+    ),
+    (
+        SoftPoolNd((2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3)),
+        (2, 3, 9, 8),
+        dict(kernel=(2, 3), padding=((0, 1), (2, 1)), dilation=(2, 1), ceil_mode=True, beta=0.0, axes=(2, 3)),
+    ),
     (SoftPoolNd(2, axes=(1, 3)), (2, 4, 5, 6), dict(kernel=2, axes=(1, 3))),
     (SoftPool3d(2), (2, 2, 4, 6, 6), dict(kernel=2)),
-    (SoftPool3d(3, 2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5), (2, 2, 5, 7, 6),
-     dict(kernel=3, stride=2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5)),
-    (SoftPoolNd((2, 3, 2), (1, 2, 2), "same", axes=(2, 3, 4)), (2, 2, 4, 5, 5),
-     dict(kernel=(2, 3, 2), stride=(1, 2, 2), padding="same", axes=(2, 3, 4))),
+    (
+        SoftPool3d(3, 2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5),
+        (2, 2, 5, 7, 6),
+        dict(kernel=3, stride=2, padding=1, dilation=(1, 2, 1), ceil_mode=True, beta=-1.5),
+    ),
+    (
+        SoftPoolNd((2, 3, 2), (1, 2, 2), "same", axes=(2, 3, 4)),
+        (2, 2, 4, 5, 5),
+        dict(kernel=(2, 3, 2), stride=(1, 2, 2), padding="same", axes=(2, 3, 4)),
+    ),
 ]
 
 
@@ -61,9 +77,11 @@ ALL = CASES + _random_cases(4)
 # the dynamo export (~50 ms per graph node in torch's decompositions, and a node per shape computation) gets
 # every geometry parameter with fewer window offsets
 DYNAMIC = [CASES[i] for i in (0, 1, 4, 5, 6, 7)] + [
-    (SoftPoolNd((2, 1, 2), (1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1), ceil_mode=True, beta=-1.5),
-     (2, 2, 5, 6, 7), dict(kernel=(2, 1, 2), stride=(1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1),
-                           ceil_mode=True, beta=-1.5)),
+    (
+        SoftPoolNd((2, 1, 2), (1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1), ceil_mode=True, beta=-1.5),
+        (2, 2, 5, 6, 7),
+        dict(kernel=(2, 1, 2), stride=(1, 2, 2), padding=((1, 0), 0, 1), dilation=(2, 1, 1), ceil_mode=True, beta=-1.5),
+    ),
 ]
 
 
@@ -141,8 +159,14 @@ def test_legacy_export_runs_in_onnxruntime_with_a_dynamic_batch():
     names = [f"x{i}" for i in range(len(ALL))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Many(ALL).eval(), _example(ALL), f, dynamo=False, input_names=names,
-                          dynamic_axes={n: {0: "batch"} for n in names})
+        torch.onnx.export(
+            _Many(ALL).eval(),
+            _example(ALL),
+            f,
+            dynamo=False,
+            input_names=names,
+            dynamic_axes={n: {0: "batch"} for n in names},
+        )
     model = onnx.load_from_string(f.getvalue())
     _check_standard_ops(model)
     _check_against_softpool_nd(f.getvalue(), ALL)

@@ -1,5 +1,6 @@
 """Property-based checks (hypothesis): for any valid configuration the result has the promised
 shape and equals the oracle; for any invalid one, a ValueError, never a crash."""
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,11 @@ def configs(draw):
         kernel=draw(per_axis(1, 4)),
         stride=draw(per_axis(1, 3)),
         dilation=draw(per_axis(1, 2)),
-        padding=draw(st.one_of(st.just("same"), st.just("valid"), st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * n))),
+        padding=draw(
+            st.one_of(
+                st.just("same"), st.just("valid"), st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * n)
+            )
+        ),
         ceil_mode=draw(st.booleans()),
         axes=axes,
     )

@@ -1,4 +1,5 @@
 """softpool_nd.pyramid on NumPy and Dask arrays, and the README's Zarr example."""
+
 import importlib.util
 import pathlib
 import threading
@@ -32,7 +33,9 @@ def test_pyramid_kernel_tuple_and_axes():
     x = np.random.default_rng(1).standard_normal((12, 5, 27))
     levels = softpool_nd.pyramid(x, 2, kernel=(3, 2), axes=(2, 0))  # 3 along axis 2, 2 along axis 0
     assert [a.shape for a in levels] == [(12, 5, 27), (6, 5, 9), (3, 5, 3)]
-    np.testing.assert_array_equal(levels[2], softpool_nd.pool(softpool_nd.pool(x, (2, 3), axes=(0, 2)), (2, 3), axes=(0, 2)))
+    np.testing.assert_array_equal(
+        levels[2], softpool_nd.pool(softpool_nd.pool(x, (2, 3), axes=(0, 2)), (2, 3), axes=(0, 2))
+    )
 
 
 def test_pyramid_keeps_small_bright_structures():
@@ -53,13 +56,16 @@ def test_pyramid_zero_levels_and_integer_input():
 
 @pytest.mark.parametrize(
     "levels, exc, match",
-    [(-1, ValueError, "levels=-1"), (1.0, TypeError, "levels=1.0"), (True, TypeError, "levels=True"),
-     (4, ValueError, "levels=4 .* at least 16 .* has 9")],
+    [
+        (-1, ValueError, "levels=-1"),
+        (1.0, TypeError, "levels=1.0"),
+        (True, TypeError, "levels=True"),
+        (4, ValueError, "levels=4 .* at least 16 .* has 9"),
+    ],
 )
 def test_pyramid_bad_levels(levels, exc, match):
     with pytest.raises(exc, match=match):
         softpool_nd.pyramid(np.ones((9, 30)), levels)
-
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -156,9 +162,16 @@ def small_cluster():
         "distributed.worker.memory.terminate": 0.95,
     }
     with dask.config.set(settings):
-        with distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, memory_limit=LIMIT, dashboard_address=None,
-        ) as cluster, distributed.Client(cluster) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=LIMIT,
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
             yield client
 
 
@@ -170,8 +183,9 @@ def _peak_worker_memory(client):
 def test_dask_bounded_memory_pyramid_to_zarr_and_overlapping_pool(small_cluster, tmp_path):
     zarr = pytest.importorskip("zarr")
     distributed = pytest.importorskip("distributed")
-    x = da.random.default_rng(6).random((4 * LIMIT // (4 * 512 * 512), 512, 512), chunks=(16, 256, 256),
-                                        dtype=np.float32)
+    x = da.random.default_rng(6).random(
+        (4 * LIMIT // (4 * 512 * 512), 512, 512), chunks=(16, 256, 256), dtype=np.float32
+    )
     assert x.nbytes == 4 * LIMIT
     levels = softpool_nd.pyramid(x, 2, axes=(0, 1, 2))
     store = str(tmp_path / "big.zarr")

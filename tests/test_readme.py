@@ -6,6 +6,7 @@ temporary directory (an example may write a file). The README's links to files o
 must point to files that exist. The Zarr example is examples/pyramid_zarr.py, run on a small
 shape by tests/test_examples.py.
 """
+
 import pathlib
 import re
 
@@ -42,7 +43,10 @@ def test_readme_links_to_files_that_exist():
 
 def test_readme_test_command_is_what_ci_runs():
     """The README's second command is, verbatim, the line .ci/run runs on a clean clone."""
-    commands = [line for line in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL)[0].splitlines()
-                if line and not line.startswith("#")]
+    commands = [
+        line
+        for line in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL)[0].splitlines()
+        if line and not line.startswith("#")
+    ]
     assert len(commands) == 2 and commands[1].endswith("python -m pytest")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()

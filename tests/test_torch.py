@@ -1,4 +1,5 @@
 """softpool_nd.torch: the reference names, autograd, torch.compile and mixed precision."""
+
 import contextlib
 import itertools
 import re
@@ -83,7 +84,8 @@ def test_opcheck_schema_fake_and_autograd_registration():
     x = _x((1, 2, 6, 5), requires_grad=True)
     params = spt._op_params(x, 3, 2, 1, 1, True, None, 0.5, "exact")
     torch.library.opcheck(
-        torch.ops.softpool_nd.forward.default, (x, *params),
+        torch.ops.softpool_nd.forward.default,
+        (x, *params),
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )
 
@@ -124,8 +126,11 @@ def test_small_cnn_trains():
     x = torch.randn(16, 1, 8, 8)
     target = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1), spt.SoftPool2d(2), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(64, 2),
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        spt.SoftPool2d(2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 2),
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []
@@ -232,7 +237,11 @@ def test_gradcheck_reverse_forward_and_batched_modes():
     x = _x((1, 2, 5, 4), requires_grad=True)
     fn = lambda t: spt.soft_pool2d(t, 3, 2, padding=1, beta=1.5)
     assert torch.autograd.gradcheck(
-        fn, (x,), check_forward_ad=True, check_batched_grad=True, check_batched_forward_grad=True,
+        fn,
+        (x,),
+        check_forward_ad=True,
+        check_batched_grad=True,
+        check_batched_forward_grad=True,
     )
 
 
@@ -453,4 +462,3 @@ def test_cuda_graph_capture_of_the_pool_path():
 
 def test_cpu_tensors_need_no_stream():
     assert spt._on_torch_stream(torch.zeros(1)).__class__.__name__ == "nullcontext"
-

@@ -6,6 +6,7 @@ spaces), paragraphs, inline code, ``**bold**`` and ``[text](https://...)`` links
 is left out (the page has its own). Anything else (tables, images, relative links, HTML) is
 refused with the line, so that the site never shows Markdown syntax as text.
 """
+
 import pathlib
 import re
 
@@ -59,8 +60,9 @@ class ChangelogMarkdown(SphinxDirective):
         path = (pathlib.Path(self.env.srcdir) / self.arguments[0]).resolve()
         self.env.note_dependency(str(path))
         container = nodes.container()
-        nested_parse_with_titles(self.state, StringList(to_rst(path.read_text(), path.name), source=str(path)),
-                                 container)
+        nested_parse_with_titles(
+            self.state, StringList(to_rst(path.read_text(), path.name), source=str(path)), container
+        )
         return container.children
 
 

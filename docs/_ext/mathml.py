@@ -6,6 +6,7 @@ from a CDN and leaves raw LaTeX on a page read offline. The conversion is
 docutils' own LaTeX-to-MathML translator; a formula it cannot translate is a
 build warning (an error under ``-W``).
 """
+
 from docutils import nodes
 from docutils.utils.math import MathError, latex2mathml
 from sphinx.util import logging

@@ -4,6 +4,7 @@ The API pages are generated from ``__all__`` so that a public name added to
 the library appears in the reference (and, through nitpicky cross-references
 and the docs test, is checked) without anyone editing a page.
 """
+
 import importlib
 import inspect
 
@@ -21,8 +22,10 @@ def public_names(module):
 def _documented_members(cls):
     """Public methods and properties defined by ``cls`` itself that carry a docstring."""
     return [
-        name for name, value in vars(cls).items()
-        if not name.startswith("_") and getattr(value, "__doc__", None)
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_")
+        and getattr(value, "__doc__", None)
         and (inspect.isfunction(value) or isinstance(value, property))
     ]
 

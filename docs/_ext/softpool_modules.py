@@ -6,6 +6,7 @@ of its docstring (read with :mod:`ast`, nothing is imported, so modules of optio
 listed too); another source file's (``softpool.cu``, ``host_shim.h``) is its leading ``//``
 comment's first paragraph. A file without a summary fails the build.
 """
+
 import ast
 import pathlib
 
@@ -55,8 +56,7 @@ def sources(package_dir):
 
 def module_lines(package_dir):
     root = package_dir.parent
-    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 70", "",
-             "   * - file", "     - what it holds"]
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 30 70", "", "   * - file", "     - what it holds"]
     for path in sources(package_dir):
         lines += [f"   * - ``{path.relative_to(root).as_posix()}``", f"     - {summary(path)}"]
     return lines

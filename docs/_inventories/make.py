@@ -8,6 +8,7 @@ publish them at (relative to the base URL in ``conf.py``'s
 ``intersphinx_mapping``). A nitpicky build fails on a reference to a name
 missing here: add it to ``NAMES`` and rerun this script.
 """
+
 import pathlib
 import zlib
 

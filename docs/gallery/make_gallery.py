@@ -9,6 +9,7 @@ scikit-learn's bundled digits. Timings vary with the machine; the pictures and
 numbers do not (up to the last bit of the training losses, which depend on
 torch's CPU kernels).
 """
+
 import argparse
 import contextlib
 import csv
@@ -91,9 +92,14 @@ def _net(pool):
     from torch import nn
 
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), pool(),   # 8x8 -> 4x4
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), pool(),  # 4x4 -> 2x2
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        pool(),  # 8x8 -> 4x4
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        pool(),  # 4x4 -> 2x2
+        nn.Flatten(),
+        nn.Linear(32 * 2 * 2, 10),
     )
 
 
@@ -136,7 +142,11 @@ def training(epochs=30, seeds=(0, 1, 2, 3, 4)):
     from softpool_nd.torch import SoftPool2d
 
     torch.set_num_threads(2)
-    pools = {"SoftPool": lambda: SoftPool2d(2), "max": lambda: torch.nn.MaxPool2d(2), "average": lambda: torch.nn.AvgPool2d(2)}
+    pools = {
+        "SoftPool": lambda: SoftPool2d(2),
+        "max": lambda: torch.nn.MaxPool2d(2),
+        "average": lambda: torch.nn.AvgPool2d(2),
+    }
     results = {}
     with open(HERE / "training.csv", "w", newline="") as f:
         out = csv.writer(f)

@@ -9,6 +9,7 @@ Examples
 >>> main(["demo", "--kernel", "0"])  # doctest: +SKIP
 2
 """
+
 import argparse
 import os
 import sys
@@ -72,31 +73,57 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     info = sub.add_parser(
-        "info", help="versions, working backends, numba cache", description="Show the package and library versions, "
+        "info",
+        help="versions, working backends, numba cache",
+        description="Show the package and library versions, "
         "which backends work here (CPU threads, GPU name and memory) and where numba caches compiled kernels.",
     )
     info.set_defaults(func=_info)
 
     demo = sub.add_parser(
-        "demo", help="downsample an image with SoftPool, average and max pooling",
+        "demo",
+        help="downsample an image with SoftPool, average and max pooling",
         description="Downsample an image with SoftPool, average and max pooling; write one PNG with the results "
         "side by side and print how much each keeps (PSNR and SSIM after nearest-neighbour upsampling back "
         "to full size; mean absolute difference between the pooled images). Needs: pip install 'softpool_nd[demo]'.",
     )
-    demo.add_argument("--image", metavar="PATH", help="image file (PNG, JPEG, ... as Pillow reads it); "
-                      "default: a built-in synthetic scene with fine detail and sharp edges")
-    demo.add_argument("--kernel", "-k", metavar="K", type=_positive_int, nargs="+", default=[2, 4],
-                      help="pooling kernel(s), stride = kernel (default: 2 4)")
-    demo.add_argument("--beta", type=_finite_float, default=1.0,
-                      help="SoftPool inverse temperature on pixel values in [0, 1] (default: 1, the paper's SoftPool)")
-    demo.add_argument("--out", metavar="DIR", default=".",
-                      help="directory for softpool_demo.png (and softpool_demo_video.gif); default: current directory")
-    demo.add_argument("--video", action="store_true",
-                      help="also pool a synthetic 16x96x96 video over time, height and width; writes an animated GIF")
+    demo.add_argument(
+        "--image",
+        metavar="PATH",
+        help="image file (PNG, JPEG, ... as Pillow reads it); "
+        "default: a built-in synthetic scene with fine detail and sharp edges",
+    )
+    demo.add_argument(
+        "--kernel",
+        "-k",
+        metavar="K",
+        type=_positive_int,
+        nargs="+",
+        default=[2, 4],
+        help="pooling kernel(s), stride = kernel (default: 2 4)",
+    )
+    demo.add_argument(
+        "--beta",
+        type=_finite_float,
+        default=1.0,
+        help="SoftPool inverse temperature on pixel values in [0, 1] (default: 1, the paper's SoftPool)",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        default=".",
+        help="directory for softpool_demo.png (and softpool_demo_video.gif); default: current directory",
+    )
+    demo.add_argument(
+        "--video",
+        action="store_true",
+        help="also pool a synthetic 16x96x96 video over time, height and width; writes an animated GIF",
+    )
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser(
-        "bench", help="time SoftPool against other pooling on CPU (and GPU)",
+        "bench",
+        help="time SoftPool against other pooling on CPU (and GPU)",
         description="Print the CPU comparison table (softpool_nd.bench) and, where CuPy sees a CUDA GPU, the GPU one.",
     )
     bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats, for a first look")

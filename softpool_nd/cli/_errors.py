@@ -1,4 +1,5 @@
 """The one error type the commands raise for the user, and lazy optional imports."""
+
 import importlib
 
 __all__ = ["CLIError", "optional_import"]

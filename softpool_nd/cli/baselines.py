@@ -4,6 +4,7 @@ Non-overlapping windows only (stride = kernel), which is what the demo
 compares; trailing cells that do not fill a window are dropped, as
 ``softpool_nd.pool`` does by default.
 """
+
 import numpy as np
 
 __all__ = ["avg_pool", "max_pool", "upsample_nearest"]

@@ -5,6 +5,7 @@ The benchmarks themselves live in ``softpool_nd.bench`` (CPU) and
 returns it. They are imported only here, so a build without them still offers
 every other command.
 """
+
 import importlib
 
 from ._errors import CLIError

@@ -6,6 +6,7 @@ spatial axes only; the pooled result is upsampled back by nearest-neighbour
 :mod:`softpool_nd.cli.metrics`). The pooled images are also compared with
 each other by mean absolute difference.
 """
+
 import math
 import os
 from dataclasses import dataclass
@@ -112,8 +113,7 @@ def compare(x, kernels, axes, *, beta=1.0, similarity_to=ssim_to, desc="pooling"
                 if bar is not None:
                     bar.update()
             mad = {
-                (a.name, b.name): mean_abs_diff(a.pooled, b.pooled)
-                for a in scored for b in scored if a.name != b.name
+                (a.name, b.name): mean_abs_diff(a.pooled, b.pooled) for a in scored for b in scored if a.name != b.name
             }
             results.append(KernelResult(k, x.shape, scored[0].pooled.shape, tuple(scored), mad))
     finally:
@@ -200,7 +200,10 @@ def _fit(x, kernels, axes, what):
         )
     align = math.lcm(*kernels)
     if align > smallest:
-        raise CLIError(f"kernels {kernels} need the {what} to be at least {align} wide (their common multiple); got shape {x.shape}")
+        raise CLIError(
+            f"kernels {kernels} need the {what} to be at least {align} wide (their common multiple); "
+            f"got shape {x.shape}"
+        )
     crop = tuple(slice(0, n - n % align) if a in axes else slice(None) for a, n in enumerate(x.shape))
     return x[crop], align
 
@@ -219,7 +222,10 @@ def _still(args, kernels, out):
     else:
         x, what = load_image(args.image)
     if min(x.shape[:2]) < SSIM_WINDOW:
-        raise CLIError(f"the image is {x.shape[0]}x{x.shape[1]} pixels; the demo needs at least {SSIM_WINDOW}x{SSIM_WINDOW} (the SSIM window)")
+        raise CLIError(
+            f"the image is {x.shape[0]}x{x.shape[1]} pixels; the demo needs at least "
+            f"{SSIM_WINDOW}x{SSIM_WINDOW} (the SSIM window)"
+        )
     cropped, align = _fit(x, kernels, (0, 1), "image")
     header = [f"SoftPool demo: {what}, values in [0, 1], beta {args.beta:g}, pooled over height and width"]
     if cropped.shape != x.shape:

@@ -1,4 +1,5 @@
 """Side-by-side panels with labels, written as PNG or animated GIF (Pillow, the ``demo`` extra)."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,9 @@ class Panel:
 
 
 def _pil():
-    return optional_import("PIL.Image", "writing the demo picture"), optional_import("PIL.ImageDraw", "writing the demo picture")
+    return optional_import("PIL.Image", "writing the demo picture"), optional_import(
+        "PIL.ImageDraw", "writing the demo picture"
+    )
 
 
 def _font():
@@ -75,7 +78,9 @@ def grid(rows, scale=1):
                 draw.text((left + 2, top + 2 + i * _LINE), line, fill=colour, font=font)
             canvas.paste(Image.fromarray(_to_rgb8(panel.image, scale)), (left, top + label_h))
             if panel.highlight:
-                draw.rectangle([left - 2, top + label_h - 2, left + pw + 1, top + label_h + ph + 1], outline=colour, width=2)
+                draw.rectangle(
+                    [left - 2, top + label_h - 2, left + pw + 1, top + label_h + ph + 1], outline=colour, width=2
+                )
     return canvas
 
 

@@ -1,4 +1,5 @@
 """Read a PNG/JPEG/... file into a float array in [0, 1] with Pillow (the ``demo`` extra)."""
+
 import os
 
 import numpy as np

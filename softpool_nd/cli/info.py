@@ -1,4 +1,5 @@
 """``softpool-nd info``: versions, working backends and the numba cache location."""
+
 import os
 import platform
 import sys

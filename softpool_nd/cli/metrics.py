@@ -6,6 +6,7 @@ K2 = 0.03, weighted (not sample) variances, the map taken over the 'valid'
 region (windows that fit inside the image) and averaged; colour images are
 the mean over channels. Images are float arrays with values in [0, 1].
 """
+
 import numpy as np
 
 __all__ = ["psnr", "ssim", "ssim_to", "mean_abs_diff", "SSIM_WINDOW"]
@@ -28,11 +29,11 @@ def _filter_valid(a, weights):
     n = a.shape[0] - k + 1
     rows = weights[0] * a[:n]
     for i in range(1, k):
-        rows += weights[i] * a[i:i + n]
+        rows += weights[i] * a[i : i + n]
     n = a.shape[1] - k + 1
     out = weights[0] * rows[:, :n]
     for i in range(1, k):
-        out += weights[i] * rows[:, i:i + n]
+        out += weights[i] * rows[:, i : i + n]
     return out
 
 
@@ -64,7 +65,9 @@ def ssim_to(x, data_range=1.0):
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim not in (2, 3) or min(x.shape[:2]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs an H x W (x C) image of at least {SSIM_WINDOW}x{SSIM_WINDOW}; got shape {x.shape}")
+        raise ValueError(
+            f"SSIM needs an H x W (x C) image of at least {SSIM_WINDOW}x{SSIM_WINDOW}; got shape {x.shape}"
+        )
     g = _gaussian()
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
     # bands of output rows small enough that a band's temporaries stay in cache: several times faster
@@ -74,7 +77,7 @@ def ssim_to(x, data_range=1.0):
     bands = [(r, min(r + step, n_out)) for r in range(0, n_out, step)]
     ref = []
     for r0, r1 in bands:
-        xb = x[r0:r1 + SSIM_WINDOW - 1]
+        xb = x[r0 : r1 + SSIM_WINDOW - 1]
         mx = _filter_valid(xb, g)
         ref.append((xb, mx, _filter_valid(xb * xb, g) - mx * mx))
     count = n_out * (x.shape[1] - SSIM_WINDOW + 1) * (x[0, 0].size)
@@ -84,11 +87,13 @@ def ssim_to(x, data_range=1.0):
         _check_pair(x, y)
         total = 0.0
         for (r0, r1), (xb, mx, sxx) in zip(bands, ref):
-            yb = y[r0:r1 + SSIM_WINDOW - 1]
+            yb = y[r0 : r1 + SSIM_WINDOW - 1]
             my = _filter_valid(yb, g)
             syy = _filter_valid(yb * yb, g) - my * my
             sxy = _filter_valid(xb * yb, g) - mx * my
-            total += float((((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).sum())
+            total += float(
+                (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).sum()
+            )
         return total / count
 
     return score

@@ -5,6 +5,7 @@ draws the same pixels. Both are made of what pooling loses first: 1-pixel
 checkerboards, thin lines, a zone plate, small bright dots on a dark
 background and bitmap text, over a smooth gradient.
 """
+
 import numpy as np
 
 __all__ = ["still", "video"]
@@ -33,7 +34,7 @@ def _text_mask(text, scale):
 
 def _paint(img, mask, top, left, colour):
     h, w = mask.shape
-    region = img[top:top + h, left:left + w]
+    region = img[top : top + h, left : left + w]
     region[mask[: region.shape[0], : region.shape[1]]] = colour
 
 
@@ -68,10 +69,10 @@ def still(size=256):
     band = half // 3
     for i, cell in enumerate((1, 2, 4)):
         r0 = i * band
-        ry, rx = np.mgrid[r0:r0 + band, :half]
+        ry, rx = np.mgrid[r0 : r0 + band, :half]
         on = ((ry // cell + rx // cell) % 2).astype(bool)
-        img[r0:r0 + band, :half][on] = (0.95, 0.95, 0.90)
-        img[r0:r0 + band, :half][~on] = (0.05, 0.05, 0.08)
+        img[r0 : r0 + band, :half][on] = (0.95, 0.95, 0.90)
+        img[r0 : r0 + band, :half][~on] = (0.05, 0.05, 0.08)
 
     # top right: zone plate, spatial frequency rising towards the corners
     zy, zx = np.mgrid[:half, :half] - (half - 1) / 2
@@ -79,7 +80,9 @@ def still(size=256):
 
     # bottom left: thin coloured lines at several angles, then the caption on top
     quad = img[half:, :half]
-    for k, (angle, colour) in enumerate(((10, (1, 0.2, 0.2)), (35, (0.2, 1, 0.3)), (60, (0.3, 0.5, 1)), (100, (1, 1, 1)))):
+    for k, (angle, colour) in enumerate(
+        ((10, (1, 0.2, 0.2)), (35, (0.2, 1, 0.3)), (60, (0.3, 0.5, 1)), (100, (1, 1, 1)))
+    ):
         quad[_line_mask(quad.shape[:2], angle, (k - 1.5) * half / 6)] = colour
     text = _text_mask("SOFTPOOL", max(1, half // 64))
     _paint(quad, text, half // 12, max(0, (half - text.shape[1]) // 2), (1.0, 1.0, 1.0))
@@ -94,7 +97,7 @@ def still(size=256):
     ys, xs = rng.integers(0, half, n), rng.integers(0, half, n)
     sky[ys, xs] = rng.uniform(0.6, 1.0, (n, 1)) * rng.uniform(0.7, 1.0, (n, 3))
     for y, x in zip(ys[: n // 10], xs[: n // 10]):
-        sky[y:y + 2, x:x + 2] = (1.0, 1.0, 0.95)
+        sky[y : y + 2, x : x + 2] = (1.0, 1.0, 0.95)
     return np.clip(img, 0.0, 1.0)
 
 
@@ -123,6 +126,6 @@ def video(frames=16, size=96):
         frame[_line_mask((size, size), 180 * phase, 0.0)] = 0.95
         dy = int(size * 0.6 + size * 0.2 * np.sin(2 * np.pi * phase))
         dx = int((size - 2) * phase)
-        frame[dy:dy + 2, dx:dx + 2] = 1.0
+        frame[dy : dy + 2, dx : dx + 2] = 1.0
         clip[t] = frame
     return np.clip(clip, 0.0, 1.0)

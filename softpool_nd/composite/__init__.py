@@ -42,6 +42,7 @@ what depends on them (the window counts of beta == 0) as array operations,
 so the exported graph follows the input's size. The legacy ONNX exporter
 traces with Python ints: there the pooled lengths are those of the example.
 """
+
 import itertools
 from typing import NamedTuple
 

@@ -4,6 +4,7 @@ What ``softpool_nd.jax.soft_pool(..., impl="xla")`` runs: pad, strided
 slices, maximum, exp and sums, compiled by XLA for any device and
 differentiated by JAX (jit, grad, vmap, jvp, jacfwd, hessian).
 """
+
 import jax
 import jax.numpy as jnp
 

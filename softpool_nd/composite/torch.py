@@ -4,6 +4,7 @@ What ``softpool_nd.torch.soft_pool(..., impl="composite")`` runs and what
 ``torch.onnx.export`` writes: pad, strided slices, maximum, exp and sums,
 differentiable by autograd (also forward mode and double backward).
 """
+
 import torch
 import torch.nn.functional as F
 

@@ -10,15 +10,26 @@ row's cells, ``_backward_units_for`` the class's loop over its work units
 (see ``_walk._cell_work``), which leaves the cells the sweep does not take to
 the per-cell path.
 """
+
 import numpy as np
 
-from .._loops import D, GS, K, L, O, P, S, XS, YS
+from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
 from ._forward import _half, _sign, _weight
 from ._scalar import acc, exp_le0, store
 from ._walk import (
-    BLOCK, LANES, _base, _bases, _block_cells, _clip, _containing, _containing_offsets, _first_unit, _member,
-    _next_unit, _u,
+    BLOCK,
+    LANES,
+    _base,
+    _bases,
+    _block_cells,
+    _clip,
+    _containing,
+    _containing_offsets,
+    _first_unit,
+    _member,
+    _next_unit,
+    _u,
 )
 
 #: The cell-major backward sweeps' step; their bodies are small enough for LLVM to unroll
@@ -271,7 +282,12 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
         memo = _memo()
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+            tab[inner, L],
+            tab[inner, O],
+            tab[inner, K],
+            tab[inner, S],
+            tab[inner, D],
+            tab[inner, P],
         )
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
         oa, cf, n, n_blocks = _block_cells(Oi, Li, Ki, Si, Di, Pi)
@@ -302,11 +318,47 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
                 j = i if i < ca else i + gap
                 xj = x0 + xbase + j * xs
                 g, ok = _cell_backward(
-                    gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None,
+                    gy,
+                    x,
+                    y,
+                    lse,
+                    xj,
+                    j,
+                    offs,
+                    count,
+                    Ki,
+                    Si,
+                    Di,
+                    Pi,
+                    Oi,
+                    ys,
+                    beta,
+                    exact,
+                    x0,
+                    tab,
+                    None,
                 )
                 if not ok:
                     g = _cell_backward_careful(
-                        gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,
+                        gy,
+                        x,
+                        y,
+                        lse,
+                        xj,
+                        j,
+                        offs,
+                        count,
+                        Ki,
+                        Si,
+                        Di,
+                        Pi,
+                        Oi,
+                        ys,
+                        beta,
+                        exact,
+                        x0,
+                        tab,
+                        memo,
                     )[0]
                 gx[gbase + j * gs] = store(g, gx)
 

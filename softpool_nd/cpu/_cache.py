@@ -15,6 +15,7 @@ its locators, the ones numba uses for ``cache=True``), with the source stamp
 and the closure-free index key (``_KernelCache._index_key``) as the only
 changes.
 """
+
 import hashlib
 import os
 import pathlib

@@ -5,6 +5,7 @@ with ``_OPTIONS`` through ``_cache`` (the disk-cached drivers, tasks and the
 jvp kernel): a change of compile options is one edit, and, this file being
 one of ``_cache.SOURCES``, it recompiles every cached kernel.
 """
+
 from numba import njit
 
 from ._cache import cached_njit

@@ -16,13 +16,23 @@ loop; ``_forward_units_for`` the class's loop over its work units, which
 leaves the windows the sweep does not take to ``_window``. Both paths
 evaluate the same formula in the same cell order, so they give the same bits.
 """
+
 import numpy as np
 
-from .._loops import D, K, L, O, P, S, XS, YS
+from .._loops import XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
 from ._scalar import acc, exp_le0, log_ge1, store
 from ._walk import (
-    BLOCK, LANES, _base, _bases, _clip, _first_window_unit, _interior, _n_blocks, _next_window_unit, _u,
+    BLOCK,
+    LANES,
+    _base,
+    _bases,
+    _clip,
+    _first_window_unit,
+    _interior,
+    _n_blocks,
+    _next_window_unit,
+    _u,
 )
 
 
@@ -215,7 +225,12 @@ def _forward_units_for(sweep, cells):
         x, x0, tab, beta, y, lse, with_lse = args
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+            tab[inner, L],
+            tab[inner, O],
+            tab[inner, K],
+            tab[inner, S],
+            tab[inner, D],
+            tab[inner, P],
         )
         xs, ys = tab[inner, XS], tab[inner, YS]
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
@@ -230,7 +245,16 @@ def _forward_units_for(sweep, cells):
             done = 0
             if count == cells and o1 > o0:
                 done = sweep(
-                    x, y, lse, x0 + (o0 * Si - Pi) * xs, offs, ybase + o0 * ys, o1 - o0, beta, with_lse, scratch,
+                    x,
+                    y,
+                    lse,
+                    x0 + (o0 * Si - Pi) * xs,
+                    offs,
+                    ybase + o0 * ys,
+                    o1 - o0,
+                    beta,
+                    with_lse,
+                    scratch,
                 )
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1

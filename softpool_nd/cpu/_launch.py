@@ -27,6 +27,7 @@ not raised, and the callback returns: each task marks a slot of the block
 when it has finished, and the driver raises if one is left unmarked
 (``check_done``), instead of handing back unwritten outputs.
 """
+
 import types
 
 import numpy as np
@@ -323,8 +324,9 @@ def serial(py_func):
     is woken. Named apart, as numba's disk cache keys its entries on the
     function's name, not on the compile options.
     """
-    fn = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial",
-                            py_func.__defaults__, py_func.__closure__)
+    fn = types.FunctionType(
+        py_func.__code__, py_func.__globals__, py_func.__name__ + "_serial", py_func.__defaults__, py_func.__closure__
+    )
     fn.__doc__ = py_func.__doc__
     return cached_njit(**_OPTIONS)(_named(fn, fn.__name__))
 

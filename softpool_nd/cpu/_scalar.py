@@ -20,6 +20,7 @@ of, a window's weight sum (at least 1, as the maximum's weight is 1): the
 lse of a row of windows is then one SIMD loop instead of a libm call per
 window, which made ``forward()`` cost up to twice ``pool()``.
 """
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types

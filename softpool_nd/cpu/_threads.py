@@ -23,6 +23,7 @@ systems keep numba's default: their Python does not fork by default.
 Importing this module (``softpool_nd.cpu`` does, before any kernel is
 compiled) starts the layer.
 """
+
 import contextlib
 import ctypes
 import importlib.metadata

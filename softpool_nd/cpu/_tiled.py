@@ -8,12 +8,22 @@ per output row, not once per input row (a quarter as often in 3-D), and y,
 lse and grad_y are read once, not once per input row. Cells the sweep does
 not take go to the cell-major backward's per-cell path.
 """
-from .._loops import D, K, L, O, P, S, XS, YS
+
+from .._loops import XS, YS, D, K, L, O, P, S
 from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
 from ._compile import _inlined
 from ._scalar import acc, store
 from ._walk import (
-    BLOCK, LANES, _base, _bases, _first_window_unit, _interior, _n_blocks, _next_window_unit, _offsets_scratch, _u,
+    BLOCK,
+    LANES,
+    _base,
+    _bases,
+    _first_window_unit,
+    _interior,
+    _n_blocks,
+    _next_window_unit,
+    _offsets_scratch,
+    _u,
 )
 
 
@@ -85,7 +95,12 @@ def _tiled_units_for(sweep, cells):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+            tab[inner, L],
+            tab[inner, O],
+            tab[inner, K],
+            tab[inner, S],
+            tab[inner, D],
+            tab[inner, P],
         )
         xs, ys = tab[inner, XS], tab[inner, YS]
         n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
@@ -101,7 +116,19 @@ def _tiled_units_for(sweep, cells):
             done = 0
             if o1 > o0:
                 done = sweep(
-                    gy, x, y, lse, gx, x0 + o0 * Si * xs, o0 * Si * xs, offs, ybase + o0 * ys, o1 - o0, beta, exact, g,
+                    gy,
+                    x,
+                    y,
+                    lse,
+                    gx,
+                    x0 + o0 * Si * xs,
+                    o0 * Si * xs,
+                    offs,
+                    ybase + o0 * ys,
+                    o1 - o0,
+                    beta,
+                    exact,
+                    g,
                 )
             last = Li if bi == n_blocks - 1 else o1 * Si
             if (o0 + done) * Si < last:
@@ -110,11 +137,47 @@ def _tiled_units_for(sweep, cells):
                     for j in range((o0 + done) * Si, last):
                         at = offs[q] + j * xs
                         gj, ok = _cell_backward(
-                            gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None,
+                            gy,
+                            x,
+                            y,
+                            lse,
+                            x0 + at,
+                            j,
+                            row,
+                            1,
+                            Ki,
+                            Si,
+                            Di,
+                            Pi,
+                            Oi,
+                            ys,
+                            beta,
+                            exact,
+                            x0,
+                            tab,
+                            None,
                         )
                         if not ok:
                             gj = _cell_backward_careful(
-                                gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo,
+                                gy,
+                                x,
+                                y,
+                                lse,
+                                x0 + at,
+                                j,
+                                row,
+                                1,
+                                Ki,
+                                Si,
+                                Di,
+                                Pi,
+                                Oi,
+                                ys,
+                                beta,
+                                exact,
+                                x0,
+                                tab,
+                                memo,
                             )[0]
                         gx[at] = store(gj, gx)
 

@@ -16,9 +16,10 @@ rows (``_first_unit``/``_next_unit`` and their output-row forms), the cell
 offsets of a row's windows (``_window_offsets``) or of the windows containing
 an input row (``_containing_offsets``), and the per-thread scratch.
 """
+
 import numpy as np
 
-from .._loops import D, GS, K, L, O, P, S, XS, YS
+from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
 
 #: Windows per unit of work: long rows are split so that every thread gets work

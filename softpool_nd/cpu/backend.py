@@ -4,6 +4,7 @@ This module only prepares memory: it views arrays as flat buffers (no copy
 for any layout), allocates outputs in the input's layout and builds the loop
 table. The arithmetic lives in :mod:`softpool_nd.cpu.kernels`.
 """
+
 import functools
 
 import numba
@@ -104,8 +105,16 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     xflat, x0 = _flat(x)
     with _threads.serial:
         kernel(
-            xflat, x0, tab, acc_dtype.type(beta), _flat(gy)[0], _flat(y)[0], _flat(lse)[0], exact,
-            _flat(gx, True)[0], _tasks(x.size),
+            xflat,
+            x0,
+            tab,
+            acc_dtype.type(beta),
+            _flat(gy)[0],
+            _flat(y)[0],
+            _flat(lse)[0],
+            exact,
+            _flat(gx, True)[0],
+            _tasks(x.size),
         )
     return gx
 
@@ -128,7 +137,16 @@ def jvp(dx, x, y, lse, geom, beta, acc_dtype):
     (xflat, x0), (dflat, d0) = _flat(x), _flat(dx)
     with _threads.serial:
         jvp_kernel(
-            xflat, x0, dflat, d0, tab, dtab, acc_dtype.type(beta), _flat(y)[0], _flat(lse)[0], _flat(dy, True)[0],
+            xflat,
+            x0,
+            dflat,
+            d0,
+            tab,
+            dtab,
+            acc_dtype.type(beta),
+            _flat(y)[0],
+            _flat(lse)[0],
+            _flat(dy, True)[0],
             _tasks(x.size),
         )
     return dy

@@ -26,6 +26,7 @@ The loop table's column GS holds the strides of dx (it holds grad_x's for the
 backward); dx's cell offsets come from a copy of the table with those strides
 in column XS, through the same ``_window_offsets`` the forward uses.
 """
+
 import numpy as np
 from numba import prange
 
@@ -160,7 +161,19 @@ def jvp_kernel(x, x0, dx, d0, tab, dtab, beta, y, lse, dy, tasks):
                 lo, hi = _clip(start, Ki, Di, Li)
                 at = ybase + o * ys
                 v = _window_jvp(
-                    x, x0 + start * xs, offs, dx, d0 + start * ds, doffs, count, lo, hi, Di * xs, Di * ds,
-                    acc(y[at], beta), acc(lse[at], beta), beta,
+                    x,
+                    x0 + start * xs,
+                    offs,
+                    dx,
+                    d0 + start * ds,
+                    doffs,
+                    count,
+                    lo,
+                    hi,
+                    Di * xs,
+                    Di * ds,
+                    acc(y[at], beta),
+                    acc(lse[at], beta),
+                    beta,
                 )
                 dy[at] = store(v, dy)

@@ -47,11 +47,12 @@ How to add a configuration class
 A new argument of a direction is one row of its ``ArgumentBlock`` below (and
 the name at its place in the units' tuple).
 """
+
 import functools
 
 import numpy as np
 
-from .._loops import D, GS, K, L, O, P, S, XS, YS
+from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._backward import _backward_sweep_for, _backward_units_for, _no_cell_sweep
 from ._forward import _forward_units_for, _no_sweep, _sweep_for
 from ._launch import ACC, FLAG, INDEX, SCALAR, STORED, TABLE, ArgumentBlock, ClassKernel, class_task, driver_for
@@ -62,15 +63,28 @@ from ._walk import BLOCK, LANES, _cell_work, _window_work
 #: x[0, ..., 0], strides in column XS of the loop table), writing y and, when
 #: with_lse, lse (flat, offset 0, strides in column YS).
 FORWARD_ARGS = ArgumentBlock(
-    ("x", STORED), ("x0", INDEX), ("tab", TABLE), ("beta", SCALAR), ("y", STORED), ("lse", ACC), ("with_lse", FLAG),
+    ("x", STORED),
+    ("x0", INDEX),
+    ("tab", TABLE),
+    ("beta", SCALAR),
+    ("y", STORED),
+    ("lse", ACC),
+    ("with_lse", FLAG),
 )
 #: The backward's: vector-Jacobian product, gathered per input cell (no
 #: atomics). gy, y and lse are flat output-shaped buffers sharing column YS;
 #: gx is a flat buffer with strides in column GS. ``exact`` False gives the
 #: paper's rule (weights treated as constants) and never reads y.
 BACKWARD_ARGS = ArgumentBlock(
-    ("x", STORED), ("x0", INDEX), ("tab", TABLE), ("beta", SCALAR),
-    ("gy", STORED), ("y", STORED), ("lse", ACC), ("exact", FLAG), ("gx", STORED),
+    ("x", STORED),
+    ("x0", INDEX),
+    ("tab", TABLE),
+    ("beta", SCALAR),
+    ("gy", STORED),
+    ("y", STORED),
+    ("lse", ACC),
+    ("exact", FLAG),
+    ("gx", STORED),
 )
 _run_forward, _run_forward_serial = driver_for(FORWARD_ARGS, "_run_forward")
 _run_backward, _run_backward_serial = driver_for(BACKWARD_ARGS, "_run_backward")
@@ -103,7 +117,10 @@ FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
 _FORWARD_KERNELS = {
     key: _class_kernel(
-        _FORWARD, _forward_units_for(_sweep_for(*key), key[2]), _window_work, _FORWARD_SCRATCH,
+        _FORWARD,
+        _forward_units_for(_sweep_for(*key), key[2]),
+        _window_work,
+        _FORWARD_SCRATCH,
         "forward_%d%d%d" % key,
     )
     for key in FAST_FORWARD
@@ -143,7 +160,10 @@ _BACKWARD_UNITS = {
 _CELL_SCRATCH = (1, 2 * (BLOCK + LANES))
 _BACKWARD_KERNELS = {
     key: _class_kernel(
-        _BACKWARD, _backward_units_for(*_BACKWARD_UNITS[key]), _cell_work, _CELL_SCRATCH,
+        _BACKWARD,
+        _backward_units_for(*_BACKWARD_UNITS[key]),
+        _cell_work,
+        _CELL_SCRATCH,
         "backward_%d%d%d" % key,
     )
     for key in FAST_BACKWARD
@@ -155,14 +175,21 @@ _BACKWARD_KERNELS = {
 FAST_TILED = ((2, 2), (2, 4), (1, 4))
 _TILED_KERNELS = {
     key: _class_kernel(
-        _BACKWARD, _tiled_units_for(_tiled_sweep_for(*key), key[1]), _window_work,
-        (key[0] * key[1], BLOCK + LANES), "backward_tiled_%d%d" % key,
+        _BACKWARD,
+        _tiled_units_for(_tiled_sweep_for(*key), key[1]),
+        _window_work,
+        (key[0] * key[1], BLOCK + LANES),
+        "backward_tiled_%d%d" % key,
     )
     for key in FAST_TILED
 }
 #: The general backward kernel: every cell takes the per-cell path.
 backward = _class_kernel(
-    _BACKWARD, _backward_units_for(_no_cell_sweep, 0), _cell_work, _CELL_SCRATCH, "backward",
+    _BACKWARD,
+    _backward_units_for(_no_cell_sweep, 0),
+    _cell_work,
+    _CELL_SCRATCH,
+    "backward",
 )
 
 
@@ -176,8 +203,9 @@ def _tiles(tab):
     """
     k, s, d, p = tab[:, K], tab[:, S], tab[:, D], tab[:, P]
     whole = tab[:-1, L] == tab[:-1, O] * tab[:-1, K]
-    return bool(np.all((k == s) & ((d == 1) | (k == 1)) & (p == 0)) and np.all(whole)
-                and np.array_equal(tab[:, XS], tab[:, GS]))
+    return bool(
+        np.all((k == s) & ((d == 1) | (k == 1)) & (p == 0)) and np.all(whole) and np.array_equal(tab[:, XS], tab[:, GS])
+    )
 
 
 def backward_kernel(tab):
@@ -190,4 +218,3 @@ def backward_kernel(tab):
             return tiled
     windows = int(np.prod((tab[:-1, D] * (tab[:-1, K] - 1)) // tab[:-1, S] + 1))
     return _BACKWARD_KERNELS.get((int(tab[-1, K]), int(tab[-1, S]), windows), backward)
-

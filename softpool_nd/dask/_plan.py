@@ -9,6 +9,7 @@ its own windows plus the ``halo = (span - 1) // stride`` last windows of the
 previous block. Both numbers are the least any blocking can need: a window
 spans ``span`` cells and consecutive windows start ``stride`` apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

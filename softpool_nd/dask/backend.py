@@ -13,6 +13,7 @@ on the outer blocks, and on inner blocks just enough to keep the count of
 windows exact (those padding cells never take part, as everywhere).
 :func:`softpool_nd.jvp` is blocked as the forward is, its tangent chunked like ``x``.
 """
+
 import dask.array as da
 from dask.array.core import handle_out
 from dask.array.utils import meta_from_array
@@ -31,8 +32,15 @@ __all__ = ["name", "xp", "forward", "backward", "jvp", "plans", "aligned"]
 def plans(x, geom):
     """One :class:`~softpool_nd.dask._plan.AxisPlan` per pooled axis of ``x``."""
     return tuple(
-        plan_axis(x.chunks[a], geom.in_shape[a], geom.out_shape[a], geom.kernel[i], geom.stride[i],
-                  geom.dilation[i], geom.pad_lo[i])
+        plan_axis(
+            x.chunks[a],
+            geom.in_shape[a],
+            geom.out_shape[a],
+            geom.kernel[i],
+            geom.stride[i],
+            geom.dilation[i],
+            geom.pad_lo[i],
+        )
         for i, a in enumerate(geom.axes)
     )
 
@@ -73,8 +81,9 @@ def _block_call(geom, axis_plans, block_id, extents, halos):
 
 
 def _kwargs(geom, beta, padding):
-    return dict(kernel=geom.kernel, stride=geom.stride, padding=padding, dilation=geom.dilation,
-                axes=geom.axes, beta=beta)
+    return dict(
+        kernel=geom.kernel, stride=geom.stride, padding=padding, dilation=geom.dilation, axes=geom.axes, beta=beta
+    )
 
 
 def _forward_block(block, geom, axis_plans, beta, acc_dtype, with_lse, block_id=None):
@@ -103,13 +112,20 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     args = (_forward_block, xa, geom, axis_plans, beta, acc_dtype, with_lse)
     if with_lse:
         both = da.map_blocks(
-            *args, chunks=((2,),) + out_chunks, new_axis=0, dtype=acc_dtype,
-            meta=meta_from_array(x._meta, x.ndim + 1, acc_dtype), name=f"softpool-forward-{token}",
+            *args,
+            chunks=((2,),) + out_chunks,
+            new_axis=0,
+            dtype=acc_dtype,
+            meta=meta_from_array(x._meta, x.ndim + 1, acc_dtype),
+            name=f"softpool-forward-{token}",
         )
         y, lse = both[0].astype(x.dtype), both[1]
     else:
         y = da.map_blocks(
-            *args, chunks=out_chunks, dtype=x.dtype, meta=meta_from_array(x._meta, x.ndim, x.dtype),
+            *args,
+            chunks=out_chunks,
+            dtype=x.dtype,
+            meta=meta_from_array(x._meta, x.ndim, x.dtype),
             name=f"softpool-pool-{token}",
         )
         lse = None
@@ -122,8 +138,9 @@ def _backward_block(x_block, grad_y, y, lse, geom, axis_plans, beta, exact, bloc
     extents = [x_block.shape[a] for a in geom.axes]
     halos = [p.halo for p in axis_plans]
     padding, used = _block_call(geom, axis_plans, block_id, extents, halos)
-    g = _api.backward(grad_y, x_block[used], y=y, lse=lse, gradient="exact" if exact else "weights",
-                      **_kwargs(geom, beta, padding))
+    g = _api.backward(
+        grad_y, x_block[used], y=y, lse=lse, gradient="exact" if exact else "weights", **_kwargs(geom, beta, padding)
+    )
     if g.shape == x_block.shape:
         return g
     grad = backend_for(g).xp.zeros(x_block.shape, dtype=g.dtype)
@@ -146,8 +163,16 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     outs = [_overlapped(a.rechunk(out_chunks), geom, depths) for a in (grad_y, y, lse)]
     token = tokenize(grad_y, x, y, lse, geom, beta, exact)
     return da.map_blocks(
-        _backward_block, xa, *outs, geom, axis_plans, beta, exact,
-        chunks=xa.chunks, dtype=x.dtype, meta=meta_from_array(x._meta, x.ndim, x.dtype),
+        _backward_block,
+        xa,
+        *outs,
+        geom,
+        axis_plans,
+        beta,
+        exact,
+        chunks=xa.chunks,
+        dtype=x.dtype,
+        meta=meta_from_array(x._meta, x.ndim, x.dtype),
         name=f"softpool-backward-{token}",
     )
 
@@ -168,7 +193,16 @@ def jvp(dx, x, y, lse, geom, beta, acc_dtype):
     out_chunks = _out_chunks(x, geom, axis_plans)
     token = tokenize(dx, x, y, lse, geom, beta)
     return da.map_blocks(
-        _jvp_block, xa, dxa, y.rechunk(out_chunks), lse.rechunk(out_chunks), geom, axis_plans, beta,
-        chunks=out_chunks, dtype=x.dtype, meta=meta_from_array(x._meta, x.ndim, x.dtype),
+        _jvp_block,
+        xa,
+        dxa,
+        y.rechunk(out_chunks),
+        lse.rechunk(out_chunks),
+        geom,
+        axis_plans,
+        beta,
+        chunks=out_chunks,
+        dtype=x.dtype,
+        meta=meta_from_array(x._meta, x.ndim, x.dtype),
         name=f"softpool-jvp-{token}",
     )

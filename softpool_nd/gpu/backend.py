@@ -8,6 +8,7 @@ imported on first use only: without it, ``import softpool_nd`` and every CPU
 call work, and the first cupy-only call raises an ImportError naming
 ``pip install softpool_nd[gpu]``.
 """
+
 from __future__ import annotations
 
 from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
@@ -44,7 +45,9 @@ class Backend:
         x = whole(x, self.xp)[0]
         ys = layout_strides(geom.out_shape, x.strides)
         y = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
-        lse = self._target(lse_out, ys, geom.out_shape, x.strides, acc_dtype) if with_lse or lse_out is not None else None
+        lse = (
+            self._target(lse_out, ys, geom.out_shape, x.strides, acc_dtype) if with_lse or lse_out is not None else None
+        )
         tab = loop_table(geom, element_strides(x), ys)
         launch_forward(self.launcher, x, y, lse, tab, beta, acc_dtype)
         return _filled(out, y), _filled(lse_out, lse)
@@ -68,8 +71,11 @@ class Backend:
         ys = layout_strides(geom.out_shape, x.strides)
         gy, y, lse = (in_layout(a, ys, x.strides, self.xp) for a in (grad_y, y, lse))
         # the kernel writes grad_x with strides of its own (column GS): any out with whole-element strides
-        gx = out if out is not None and element_strides(out) is not None else empty_like_layout(
-            x.shape, x.strides, x.dtype, self.xp)
+        gx = (
+            out
+            if out is not None and element_strides(out) is not None
+            else empty_like_layout(x.shape, x.strides, x.dtype, self.xp)
+        )
         tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
         launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
         return _filled(out, gx)

@@ -11,6 +11,7 @@ call, the events measure the kernels (as long as the host queues calls faster
 than the GPU runs them, which it reports) and the host clock measures what
 the call costs the caller (the API overhead).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -24,9 +25,16 @@ _F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
 
 #: Timed inputs: (name, NCHW shape, dtype, pooling kwargs, channels-last).
 CASES = [
-    (f"{'f16' if dt == _F16 else 'f32'} {lay} k{k}", (64, 64, 112, 112), dt,
-     dict(kernel=k, stride=2, padding=k // 2 if k == 3 else 0), lay == "NHWC")
-    for dt in (_F32, _F16) for lay in ("NCHW", "NHWC") for k in (2, 3)
+    (
+        f"{'f16' if dt == _F16 else 'f32'} {lay} k{k}",
+        (64, 64, 112, 112),
+        dt,
+        dict(kernel=k, stride=2, padding=k // 2 if k == 3 else 0),
+        lay == "NHWC",
+    )
+    for dt in (_F32, _F16)
+    for lay in ("NCHW", "NHWC")
+    for k in (2, 3)
 ]
 
 
@@ -110,11 +118,16 @@ def bandwidth(cp, cases=None, reps=7, calls=20, batch_divisor=1):
         y, lse = softpool_nd.forward(x, **kw)
         gy = cp.ones_like(y)
         dst = cp.empty_like(x)
-        t = medians(cp, {  # default arguments bind this case's arrays
-            "copy": lambda dst=dst, x=x: device_copy(dst, x),
-            "forward": lambda x=x, kw=kw: softpool_nd.forward(x, **kw),
-            "backward": lambda gy=gy, x=x, y=y, lse=lse, kw=kw: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
-        }, reps, calls)
+        t = medians(
+            cp,
+            {  # default arguments bind this case's arrays
+                "copy": lambda dst=dst, x=x: device_copy(dst, x),
+                "forward": lambda x=x, kw=kw: softpool_nd.forward(x, **kw),
+                "backward": lambda gy=gy, x=x, y=y, lse=lse, kw=kw: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
+            },
+            reps,
+            calls,
+        )
         traffic = {
             "copy": 2 * x.nbytes,
             "forward": x.nbytes + y.nbytes + lse.nbytes,
@@ -139,12 +152,17 @@ def overhead(cp, reps=7, calls=200):
     x = cp.asarray(np.random.default_rng(1).standard_normal((1, 2, 8, 8), np.float32))
     y, lse = softpool_nd.forward(x, 2)
     gy = cp.ones_like(y)
-    t = medians(cp, {
-        "pool": lambda: softpool_nd.pool(x, 2),
-        "forward": lambda: softpool_nd.forward(x, 2),
-        "backward": lambda: softpool_nd.backward(gy, x, 2, y=y, lse=lse),
-        "cupy multiply": lambda: cp.multiply(x, 2.0),
-    }, reps, calls)
+    t = medians(
+        cp,
+        {
+            "pool": lambda: softpool_nd.pool(x, 2),
+            "forward": lambda: softpool_nd.forward(x, 2),
+            "backward": lambda: softpool_nd.backward(gy, x, 2, y=y, lse=lse),
+            "cupy multiply": lambda: cp.multiply(x, 2.0),
+        },
+        reps,
+        calls,
+    )
     return {k: host * 1e6 for k, (_, host) in t.items()}
 
 
@@ -156,8 +174,11 @@ def _device_name(cp):
 
 def table(cp, quick=False):
     """The text of :func:`run`'s report for array module ``cp``."""
-    lines = [f"softpool_nd GPU timing on {_device_name(cp)} ({'quick' if quick else 'full'}); "
-             f"{'1/16 batch, ' if quick else ''}calls queued between two CUDA events", ""]
+    lines = [
+        f"softpool_nd GPU timing on {_device_name(cp)} ({'quick' if quick else 'full'}); "
+        f"{'1/16 batch, ' if quick else ''}calls queued between two CUDA events",
+        "",
+    ]
     lines.append(f"{'kernel':24} {'phase':9} {'GPU ms':>8} {'host ms':>8} {'GB/s':>8} {'% copy':>7}")
     for name, phase, gpu, host, gbs, pct in bandwidth(cp, reps=3 if quick else 7, batch_divisor=16 if quick else 1):
         note = "  (host-bound)" if host > gpu else ""

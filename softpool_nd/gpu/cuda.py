@@ -9,6 +9,7 @@ under a lock: concurrent first calls (dask threads) wait for one compile
 instead of running several. Launches go to CuPy's current stream and never
 synchronise the host.
 """
+
 from __future__ import annotations
 
 import importlib.metadata

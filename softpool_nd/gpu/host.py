@@ -8,6 +8,7 @@ source hash into a cache directory outside the repository
 (``$SOFTPOOL_ND_CACHE``, else ``$XDG_CACHE_HOME/softpool_nd`` or
 ``~/.cache/softpool_nd``) and loaded with ctypes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -77,7 +78,12 @@ def build(names):
     cxx = shlex.split(os.environ.get("CXX", "g++"))
     text = driver(names)
     digest = hashlib.sha256()
-    for part in (text, (SOURCE_DIR / "softpool.cu").read_text(), (SOURCE_DIR / "host_shim.h").read_text(), " ".join(cxx + list(_FLAGS))):
+    for part in (
+        text,
+        (SOURCE_DIR / "softpool.cu").read_text(),
+        (SOURCE_DIR / "host_shim.h").read_text(),
+        " ".join(cxx + list(_FLAGS)),
+    ):
         digest.update(part.encode())
     lib = cache_dir() / f"softpool_host_{digest.hexdigest()[:16]}.so"
     if lib.exists():

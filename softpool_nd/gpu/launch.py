@@ -8,6 +8,7 @@ compiled by g++ through ``host_shim.h``). Everything up to the launch itself
 many blocks) happens here, identically for both, so that tests on the host
 exercise the code a GPU runs except CuPy itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from .._dtypes import accumulation_dtype, bfloat16
-from .._loops import D, GS, K, L, NCOLS, O, P, S, XS, YS
+from .._loops import GS, NCOLS, XS, YS, D, K, L, O, P, S
 
 __all__ = [
-    "MAX_DIMS", "NDIVS", "NULL", "SOURCE_DIR", "TABLE_DTYPE", "WIDTHS", "Launcher", "instantiations", "magic",
-    "kernel_types", "source", "launch_forward", "launch_backward", "launch_jvp",
+    "MAX_DIMS",
+    "NDIVS",
+    "NULL",
+    "SOURCE_DIR",
+    "TABLE_DTYPE",
+    "WIDTHS",
+    "Launcher",
+    "instantiations",
+    "magic",
+    "kernel_types",
+    "source",
+    "launch_forward",
+    "launch_backward",
+    "launch_jvp",
 ]
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -33,10 +46,14 @@ MAX_DIMS = 16
 NDIVS = 6
 
 #: The kernels' LoopTable struct, passed by value (about 2.8 KB of the 4 KB CUDA allows for parameters).
-TABLE_DTYPE = np.dtype([
-    ("ndim", np.int64), ("r", np.int64, (MAX_DIMS, NCOLS)), ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
-    ("every", np.int64, (MAX_DIMS,)),
-])
+TABLE_DTYPE = np.dtype(
+    [
+        ("ndim", np.int64),
+        ("r", np.int64, (MAX_DIMS, NCOLS)),
+        ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
+        ("every", np.int64, (MAX_DIMS,)),
+    ]
+)
 
 _INDEX = {np.dtype(np.int32): "int", np.dtype(np.int64): "long long"}
 
@@ -58,9 +75,7 @@ def kernel_types(bf16):
     dtypes = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
     if bf16 and bfloat16() is not None:
         dtypes.append(bfloat16())
-    return {
-        dt: (_CXX[dt.name], _CXX[accumulation_dtype(dt).name], accumulation_dtype(dt)) for dt in dtypes
-    }
+    return {dt: (_CXX[dt.name], _CXX[accumulation_dtype(dt).name], accumulation_dtype(dt)) for dt in dtypes}
 
 
 def _forward_name(t, a, i, w):
@@ -183,7 +198,7 @@ def _index(launcher, tab, n_threads):
     per row the largest position (length, padding, dilated window, stride)
     times the largest stride, summed over rows.
     """
-    strides = np.maximum(np.abs(tab[:, XS:GS + 1]).max(axis=1), 1)
+    strides = np.maximum(np.abs(tab[:, XS : GS + 1]).max(axis=1), 1)
     reach = int(strides @ (tab[:, L] + tab[:, P] + tab[:, S] + tab[:, K] * tab[:, D]))
     reach = max(reach, int(tab[:, L].prod()), int(tab[:, O].prod()))
     reach += n_threads + launcher.block * launcher.max_blocks()
@@ -210,8 +225,15 @@ def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, ov
     n_in = math.prod(int(v) for v in tab[:, L])
     index = _index(launcher, tab, n_in)
     args = (
-        gy, x, y, lse, gx, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta),
-        np.int32(bool(exact)), _scalar(index)(n_in),
+        gy,
+        x,
+        y,
+        lse,
+        gx,
+        pack_table(tab, x.shape, index),
+        np.dtype(acc_dtype).type(beta),
+        np.int32(bool(exact)),
+        _scalar(index)(n_in),
     )
     launcher.launch(_backward_name(t, a, index, overlap, _width(tab)), launcher.grid(n_in), args)
 
