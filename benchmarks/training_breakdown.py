@@ -48,7 +48,8 @@ import time
 
 import numpy as np
 
-from softpool_nd.bench import TRAINING_SHAPES, TRAINING_TARGETS, _set_threads, timeit_interleaved, training_steps
+from benchmarks.compare import TRAINING_TARGETS
+from softpool_nd.bench import TRAINING_SHAPES, _set_threads, timeit_interleaved, training_steps
 
 #: Minimum bytes moved per input element (float32) by each row; None: not a bandwidth row.
 BYTES_PER_ELEMENT = {
