@@ -26,12 +26,18 @@ import numba
 from numba.core import sigutils
 from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.core.ccallback import CFunc
+from numba.core.runtime import rtsys
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 
-#: The files the CPU kernels are compiled from: every module of softpool_nd.cpu
-#: and the loop table's layout.
-SOURCES = tuple(sorted(_PACKAGE.glob("cpu/*.py"))) + (_PACKAGE / "_loops.py",)
+#: The files the CPU kernels are compiled from: the modules of softpool_nd.cpu
+#: that define or build numba functions or set their options, this one (how
+#: entries are keyed and loaded) and the loop table's layout. Not the pure
+#: Python glue (``__init__``, ``_threads``, ``backend``): an edit there
+#: recompiles nothing (tests/test_kernel_cache.py checks that every module
+#: using numba is listed).
+_KERNEL_MODULES = "_backward _cache _compile _forward _launch _scalar _tiled _walk jvp kernels".split()
+SOURCES = tuple(_PACKAGE / "cpu" / (name + ".py") for name in _KERNEL_MODULES) + (_PACKAGE / "_loops.py",)
 
 
 def _digest(paths):
@@ -73,6 +79,22 @@ class _KernelCache(FunctionCache):
         """
         code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
         return (sig, codegen.magic_tuple(), (code, ""))
+
+    def load_overload(self, sig, target_context):
+        """numba's, without first refreshing ``target_context``'s registries.
+
+        numba's refresh imports every implementation module it has (NumPy
+        linear algebra and with it SciPy, random generators, typed
+        containers...): half of a fresh process's first call with a warm
+        cache, for machine code that is linked, not compiled. The loaded code
+        needs only the runtime's symbols (NRT, initialised here; the C helpers
+        and the threading layer's are installed by numba's context and by
+        ``_threads``). On a miss numba compiles, and its compiler refreshes
+        the context itself.
+        """
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
 
 
 def cached_njit(**options):

@@ -19,7 +19,13 @@ _OPTIONS = dict(fastmath={"contract"}, error_model="numpy")
 # numba does not also turn each of them into machine code of its own: 0.8-1 s
 # less of a process's first cold compile.
 _WRAPPERLESS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
-_jit = njit(**_WRAPPERLESS, **_OPTIONS)
+# Every helper sets all of these itself: numba compiles a function once per
+# process and signature, and options its decorator leaves unset it takes from
+# whichever caller compiled it first (a test's plain ``njit``, say), so the
+# bits of every kernel compiled later, and of the disk cache, would depend on
+# what the process compiled first.
+_HELPER_OPTIONS = dict(**_WRAPPERLESS, **_OPTIONS)
+_jit = njit(**_HELPER_OPTIONS)
 # Inlined by numba itself: every sweep's step (it must sit in the loop LLVM
 # vectorises), the forward and tiled sweeps, each class's loop over its work
 # units (inlined into the class's task: one library less for numba to

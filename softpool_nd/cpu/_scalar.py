@@ -23,10 +23,10 @@ window, which made ``forward()`` cost up to twice ``pool()``.
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
 
-from ._compile import _WRAPPERLESS
+from ._compile import _HELPER_OPTIONS, _jit
 
 
 @intrinsic
@@ -94,7 +94,7 @@ def _store(v, out):
     return lambda v, out: v
 
 
-@njit(**_WRAPPERLESS)
+@_jit
 def _exp_f32(d):
     # Cephes expf: d = n ln2 + r, |r| <= ln2/2, e^r by a degree-7 polynomial.
     # Below -104 every result rounds to 0; the comparison keeps NaN as NaN.
@@ -118,7 +118,7 @@ def _exp_f32(d):
     return p * scale * np.float32(5.421010862427522e-20)
 
 
-@njit(**_WRAPPERLESS)
+@_jit
 def _exp_f64(d):
     # Same scheme in double: Cody-Waite reduction, Taylor polynomial of degree 13
     # (truncation error below 1e-17 for |r| <= ln2/2), exponent via the bits.
@@ -148,14 +148,14 @@ def exp_le0(d):
     """``exp(d)`` for ``d <= 0`` or NaN, as SIMD-friendly arithmetic."""
 
 
-@overload(exp_le0, jit_options=_WRAPPERLESS)
+@overload(exp_le0, jit_options=_HELPER_OPTIONS)
 def _exp_le0(d):
     if d == types.float32:
         return lambda d: _exp_f32(d)
     return lambda d: _exp_f64(d)
 
 
-@njit(**_WRAPPERLESS)
+@_jit
 def _log_f32(s):
     # s = 2**n * f with f in [sqrt(1/2), sqrt(2)), from the bits (s is normal:
     # s >= 1); log f = 2 atanh(u), u = (f - 1) / (f + 1), |u| <= 0.172, by its
@@ -176,7 +176,7 @@ def _log_f32(s):
     return r if s < np.float32(np.inf) else s
 
 
-@njit(**_WRAPPERLESS)
+@_jit
 def _log_f64(s):
     # The same in double: the series to u**23 (truncation below 2e-18).
     b = _bits(s) - 0x3FE6A09E667F3BCD
@@ -204,7 +204,7 @@ def log_ge1(s):
     """``log(s)`` for ``s >= 1``, inf or NaN, as SIMD-friendly arithmetic."""
 
 
-@overload(log_ge1, jit_options=_WRAPPERLESS)
+@overload(log_ge1, jit_options=_HELPER_OPTIONS)
 def _log_ge1(s):
     if s == types.float32:
         return lambda s: _log_f32(s)
