@@ -107,14 +107,18 @@ def _window_stats(x, x0, tab, at, beta):
     for sweep in range(2):
         cur = lo.copy()
         more = True
+        seed = True
         while more:
             off = first
             for a in range(n):
                 off += cur[a] * tab[a, D] * tab[a, XS]
             v = acc(x[_u(off)], beta)
             if sweep == 0:
-                # the first cell seeds the maximum, as in ``_window``
-                ms = sgn * v if sgn * v > ms or np.all(cur == lo) else ms
+                # the first cell seeds the maximum, as in ``_window`` (a flag,
+                # not np.all(cur == lo): no temporary array per cell, and no
+                # NumPy-array machinery for numba to compile and load)
+                ms = sgn * v if sgn * v > ms or seed else ms
+                seed = False
             else:
                 s += _weight(v, sgn * ms, beta)
             more = _advance(cur, lo, hi)
