@@ -90,7 +90,10 @@ class _KernelCache(FunctionCache):
         needs only the runtime's symbols (NRT, initialised here; the C helpers
         and the threading layer's are installed by numba's context and by
         ``_threads``). On a miss numba compiles, and its compiler refreshes
-        the context itself.
+        the context itself. An entry still imports the modules of the
+        functions it was compiled from (numba rebuilds their environments):
+        a kernel that used, say, ``np.all`` on an array would load
+        ``numba.np.arraymath`` and SciPy again (tests/test_cpu_startup.py).
         """
         rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
