@@ -33,6 +33,7 @@ from ._walk import (
     _n_blocks,
     _next_window_unit,
     _u,
+    wide_vectors,
 )
 
 
@@ -189,6 +190,7 @@ def _sweep_for(k, s, count):
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
+        wide_vectors()
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         spare = (x.size - (xb + top + (n - 1) * s + k)) // s
