@@ -1,0 +1,61 @@
+"""The forward sweeps (the configuration classes' vectorised steps) give the per-window path's bits.
+
+Every row length from 1 to 2 * LANES + 3 windows: rows shorter than a step
+(with and without spare cells after them: the array's last rows have none),
+whole steps, and a last step moved back over the row's end. Also non-finite
+cells and the three kinds of beta (the rules of NUMERICS.md take branches).
+"""
+
+import numpy as np
+import pytest
+from test_cpu_kernels import _table
+
+import softpool_nd
+from softpool_nd.cpu import backend, kernels
+from softpool_nd.cpu._walk import LANES
+
+
+def _general_forward(x, kw, beta):
+    """y and lse from the general kernel, whose every window takes the per-window path."""
+    acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
+    out_shape = softpool_nd.output_shape(x.shape, **kw)
+    _, tab = _table(x, kw, out_shape)
+    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
+    lse = backend.empty_like_layout(out_shape, x.strides, acc)
+    xflat, x0 = backend._flat(x)
+    kernels.forward(xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, 1)
+    return y, lse
+
+
+# (outer shape, arguments, forward class): the row's windows are the last axis
+SWEEPS = [
+    ((2, 3), dict(kernel=2), (2, 2, 1)),
+    ((2, 3, 2), dict(kernel=2), (2, 2, 2)),
+    ((1, 2, 2, 2), dict(kernel=2), (2, 2, 4)),
+    ((2, 3, 3), dict(kernel=3, stride=2), (3, 2, 3)),
+    ((2, 2, 2), dict(kernel=2, axes=(1, 2)), (1, 1, 4)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("outer, kw, cls", SWEEPS)
+def test_forward_sweeps_give_the_per_window_bits_for_every_row_length(outer, kw, cls, dtype):
+    rng = np.random.default_rng(5)
+    for n in range(1, 2 * LANES + 4):
+        # n windows along the last axis (for channels-last: n channels)
+        cells = n if cls == (1, 1, 4) else kw["kernel"] + (n - 1) * kw.get("stride", kw["kernel"])
+        x = rng.normal(size=outer + (cells,))
+        flat = x.reshape(-1)
+        if n % 3 == 0:
+            idx = rng.choice(flat.size, size=(3, max(1, flat.size // 30)), replace=False)
+            flat[idx[0]], flat[idx[1]], flat[idx[2]] = np.nan, np.inf, -np.inf
+        x = x.astype(dtype)
+        out_shape = softpool_nd.output_shape(x.shape, **kw)
+        assert kernels.forward_kernel(_table(x, kw, out_shape)[1]) is kernels._FORWARD_KERNELS[cls]
+        for beta in (1.0, -2.0, 0.0):
+            y, lse = softpool_nd.forward(x, beta=beta, **kw)
+            y_g, lse_g = _general_forward(x, kw, beta)
+            msg = f"{n} windows, beta {beta}"
+            np.testing.assert_array_equal(y.view(np.uint8), y_g.view(np.uint8), err_msg=msg)
+            np.testing.assert_array_equal(lse.view(np.uint8), lse_g.view(np.uint8), err_msg=msg)
+            np.testing.assert_array_equal(softpool_nd.pool(x, beta=beta, **kw).view(np.uint8), y.view(np.uint8))
