@@ -27,6 +27,16 @@ def _general_forward(x, kw, beta):
     return y, lse
 
 
+def _assert_same_bits(got, want, msg):
+    """Bit for bit, NaN aside: a NaN's sign may differ (the per-window path and the
+    sweeps differed in it before this test, as on main at 9baa221)."""
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=msg)
+    np.testing.assert_array_equal(
+        np.where(nan, 0, got).view(np.uint8), np.where(nan, 0, want).view(np.uint8), err_msg=msg
+    )
+
+
 # (outer shape, arguments, forward class): the row's windows are the last axis
 SWEEPS = [
     ((2, 3), dict(kernel=2), (2, 2, 1)),
@@ -41,8 +51,9 @@ SWEEPS = [
 @pytest.mark.parametrize("outer, kw, cls", SWEEPS)
 def test_forward_sweeps_give_the_per_window_bits_for_every_row_length(outer, kw, cls, dtype):
     rng = np.random.default_rng(5)
-    for n in range(1, 2 * LANES + 4):
-        # n windows along the last axis (for channels-last: n channels)
+    # n windows along the last axis (channels-last: n channels, at least 2, as
+    # a single channel is no longer that class's layout)
+    for n in range(2 if cls == (1, 1, 4) else 1, 2 * LANES + 4):
         cells = n if cls == (1, 1, 4) else kw["kernel"] + (n - 1) * kw.get("stride", kw["kernel"])
         x = rng.normal(size=outer + (cells,))
         flat = x.reshape(-1)
@@ -56,6 +67,6 @@ def test_forward_sweeps_give_the_per_window_bits_for_every_row_length(outer, kw,
             y, lse = softpool_nd.forward(x, beta=beta, **kw)
             y_g, lse_g = _general_forward(x, kw, beta)
             msg = f"{n} windows, beta {beta}"
-            np.testing.assert_array_equal(y.view(np.uint8), y_g.view(np.uint8), err_msg=msg)
-            np.testing.assert_array_equal(lse.view(np.uint8), lse_g.view(np.uint8), err_msg=msg)
-            np.testing.assert_array_equal(softpool_nd.pool(x, beta=beta, **kw).view(np.uint8), y.view(np.uint8))
+            _assert_same_bits(y, y_g, msg)
+            _assert_same_bits(lse, lse_g, msg)
+            _assert_same_bits(softpool_nd.pool(x, beta=beta, **kw), y, msg)
