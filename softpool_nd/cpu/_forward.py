@@ -146,24 +146,23 @@ def _sweep_for(k, s, count):
     It reduces the n unclipped windows of a block of one row, unit strides:
     window o has the cells xb + offs[q] + o*s + i for q < count and i < k; its
     result goes to y[yb + o]. The cell loops unroll and the loop over the
-    LANES windows of a step, with every value in registers, vectorises; each
-    step stores its results (and lse, when asked for) straight into y and
-    lse. Rows are short (56 windows for a 112-wide image), so the last step
-    is not left to scalar code: it is moved back to end at the row's last
-    window, recomputing (with the same bits) a few windows of the step
-    before it. A row shorter than LANES takes one step into ``scratch``
-    when the cells of the extra windows (``spare`` of them) still lie inside
-    x, and keeps the first n results; only the last rows of x have no spare
-    cells: the sweep returns how many windows it did, and leaves the others
-    to the caller's per-window path. Cells are visited in the order of
-    ``_window``. Tilings of the row (k == s: k2s2, channels-last) take
-    512-bit vectors (``wide_vectors``); with overlapping windows (k3s2)
-    LLVM then loaded the cells with gathers, 4x slower than its 256-bit code.
+    LANES windows of a step, with every value in registers, vectorises.
+    Rows are short (56 windows for a 112-wide image), so the last step is not
+    left to scalar code: it runs over whole LANES windows too when the cells
+    of the extra windows (``spare`` of them) still lie inside x, and only
+    the first n results are kept. Only the last rows of x have no spare
+    cells; the sweep returns how many windows it did, and leaves the others
+    to the caller's per-window path (one copy of the step less to compile).
+    Cells are visited in the order of ``_window``; lse, when asked for, is
+    finished in a second loop over the block (``log_ge1`` vectorises too).
+    Tilings of the row (k == s: k2s2, channels-last) take 512-bit vectors
+    (``wide_vectors``); with overlapping windows (k3s2) LLVM loads the cells
+    with gathers, which 512-bit vectors do not help.
     """
     mark = wide_vectors if k == s else _no_mark
 
     @_inlined
-    def step(x, xb, bases, o0, beta, yv, lv, ob, with_lse):
+    def step(x, xb, bases, o0, beta, scratch):
         zero = acc(0.0, beta)
         sgn = _sign(beta)
         for j in range(LANES):
@@ -189,29 +188,26 @@ def _sweep_for(k, s, count):
                     e = _weight(v, m, beta)
                     ssum += e
                     tsum += _moment(e, v, rh)
-            yv[_u(ob + j)] = store(_result(ref, tsum, ssum), yv)
-            if with_lse:
-                lv[_u(ob + j)] = _lse(m, ssum, beta)
+            scratch[0, _u(o)] = m
+            scratch[1, _u(o)] = ssum
+            scratch[2, _u(o)] = _result(ref, tsum, ssum)
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
         mark()
         bases = _bases(offs, count)
-        if n >= LANES:
-            for t in range((n + LANES - 1) // LANES):
-                o0 = min(t * LANES, n - LANES)
-                step(x, xb, bases, o0, beta, y, lse, yb + o0, with_lse)
-            return n
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         spare = (x.size - (xb + top + (n - 1) * s + k)) // s
-        if LANES - n > spare:
-            return 0
-        step(x, xb, bases, 0, beta, scratch[0], scratch[1], 0, with_lse)
-        for o in range(n):
-            y[_u(yb + o)] = store(scratch[0, _u(o)], y)
-            if with_lse:
-                lse[_u(yb + o)] = scratch[1, _u(o)]
-        return n
+        steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        for t in range(steps):
+            step(x, xb, bases, t * LANES, beta, scratch)
+        done = min(n, steps * LANES)
+        for o in range(done):
+            y[_u(yb + o)] = store(scratch[2, _u(o)], y)
+        if with_lse:
+            for o in range(done):
+                lse[_u(yb + o)] = _lse(scratch[0, _u(o)], scratch[1, _u(o)], beta)
+        return done
 
     return sweep
 

@@ -112,9 +112,9 @@ def _class_kernel(direction, units, work, scratch, name):
 #: cells) of the innermost dimension on unit strides: k2s2 over 1, 2 and 3
 #: axes, k3s2 over 2, and 2-d channels-last (kernel 1 innermost, 2x2 outer).
 FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
-#: Scratch of the forward sweeps: y and lse of the one step of a row shorter
-#: than LANES windows (longer rows' steps store straight into y and lse).
-_FORWARD_SCRATCH = (2, LANES)
+#: Scratch of the forward sweeps: max, weight sum and result of a block's
+#: windows, whose last step may be padded.
+_FORWARD_SCRATCH = (3, BLOCK + LANES)
 _FORWARD_KERNELS = {
     key: _class_kernel(
         _FORWARD,
