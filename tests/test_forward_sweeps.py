@@ -1,9 +1,9 @@
 """The forward sweeps (the configuration classes' vectorised steps) give the per-window path's bits.
 
-Every row length from 1 to 2 * LANES + 3 windows: rows shorter than a step
-(with and without spare cells after them: the array's last rows have none),
-whole steps, and a last step moved back over the row's end. Also non-finite
-cells and the three kinds of beta (the rules of NUMERICS.md take branches).
+Every row length from 1 to 2 * LANES + 3 windows: whole steps and a last
+step padded with spare windows, or left to the per-window path where there
+are no spare cells (the array's last rows). Also non-finite cells and the
+three kinds of beta (the rules of NUMERICS.md take branches).
 """
 
 import numpy as np
