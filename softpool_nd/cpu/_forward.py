@@ -33,6 +33,7 @@ from ._walk import (
     _n_blocks,
     _next_window_unit,
     _u,
+    wide_vectors,
 )
 
 
@@ -154,7 +155,11 @@ def _sweep_for(k, s, count):
     to the caller's per-window path (one copy of the step less to compile).
     Cells are visited in the order of ``_window``; lse, when asked for, is
     finished in a second loop over the block (``log_ge1`` vectorises too).
+    Tilings of the row (k == s: k2s2, channels-last) take 512-bit vectors
+    (``wide_vectors``); with overlapping windows (k3s2) LLVM loads the cells
+    with gathers, which 512-bit vectors do not help.
     """
+    mark = wide_vectors if k == s else _no_mark
 
     @_inlined
     def step(x, xb, bases, o0, beta, scratch):
@@ -189,6 +194,7 @@ def _sweep_for(k, s, count):
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
+        mark()
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         spare = (x.size - (xb + top + (n - 1) * s + k)) // s
@@ -204,6 +210,11 @@ def _sweep_for(k, s, count):
         return done
 
     return sweep
+
+
+@_inlined
+def _no_mark():
+    """No function attribute: LLVM's default vector width."""
 
 
 @_inlined
