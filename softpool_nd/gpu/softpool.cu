@@ -171,15 +171,6 @@ template <typename A> struct SpSum {
         }
     }
     __device__ __forceinline__ A value() const { return (A)(total + (double)block); }
-    __device__ __forceinline__ void scale(A r) {
-        block *= r;
-        total *= (double)r;
-    }
-    __device__ __forceinline__ void clear() {
-        block = A(0);
-        total = 0.0;
-        n = 0;
-    }
 };
 
 // Adds window o of table row a to win: its first cell to xbase, its number of
@@ -256,6 +247,8 @@ __device__ __forceinline__ A sp_weight(A v, A m, A beta, A& moment) {
 // r = exp(beta*(m - v)) against it, from sp_weight like any weight (so the
 // overflow rule holds: r == 0 where m - v overflowed past the limit, and the
 // zero terms are dropped, not multiplied): s' = r*s + 1, t' = r*t + s*r*(m - v).
+// The sums are plain A: 256 terms are one SpSum block, which never reaches
+// its double total.
 // Each rescale rounds once more, so a long window with many new maxima would
 // lose the log(n) error growth of rule 5; longer windows take two passes
 // (maximiser, then sums), where every weight is rounded once.
@@ -268,41 +261,37 @@ __device__ __forceinline__ void sp_stats(const T* __restrict__ x, const Slots<I,
 #pragma unroll
     for (int w = 0; w < W; ++w) cells *= win.cnt[w];
     if (cells <= I(256)) {
+        A ss = zero, tt = zero;
         A nan = zero;  // the last NaN seen: added to both sums at the end
         auto online = [&](I off) {
             const A v = sp_acc(x[off]);
             if (v != v) {
                 nan = v;
             } else if (v == m) {  // e = 1 and x - m = 0 (also for an infinite m)
-                s.add(A(1));
+                ss += A(1);
             } else if (beta > zero ? v > m : v < m) {
                 A moment;
                 const A r = sp_weight(m, v, beta, moment);  // the old maximiser's weight against v
                 if (r > zero) {
-                    const A shift = s.value() * moment;
-                    s.scale(r);
-                    t.scale(r);
-                    t.add(shift);
+                    tt = r * tt + ss * moment;
+                    ss = r * ss + A(1);
                 } else {
-                    s.clear();
-                    t.clear();
+                    tt = zero;
+                    ss = A(1);
                 }
-                s.add(A(1));
                 m = v;
             } else {
                 A moment;
                 const A e = sp_weight(v, m, beta, moment);
                 if (e > zero) {
-                    s.add(e);
-                    t.add(moment);
+                    ss += e;
+                    tt += moment;
                 }
             }
         };
         Walk<W>::run(win, xbase, online);
-        if (nan != nan) {
-            s.add(nan);
-            t.add(nan);
-        }
+        s.add(ss + nan);  // NaN propagates to y and lse
+        t.add(tt + nan);
         return;
     }
     auto extreme = [&](I off) {
