@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from softpool_nd import _dtypes, make_geometry
+from softpool_nd._loops import loop_table
 from softpool_nd.cpu import backend as cpu
+from softpool_nd.gpu import launch
 from softpool_nd.gpu.backend import Backend
 from softpool_nd.gpu.host import HostLauncher
 
@@ -55,7 +57,7 @@ _NON_OVERLAPPING = [
     ((2, 9, 7), dict(kernel=(3, 1), stride=(3, 1)), True),  # a tiling with a K = 1 axis
     ((2, 3, 11, 10), dict(kernel=2, stride=3), False),  # gaps
     ((1, 2, 13, 12), dict(kernel=2, stride=4, dilation=2), False),  # dilation holes and gaps
-    ((1, 2, 9, 10), dict(kernel=3, stride=3, padding=1), True),  # padding: clipped edge windows
+    ((1, 2, 9, 10), dict(kernel=3, stride=3, padding=1), False),  # padding: clipped edge windows, a cell past the last
     ((2, 2, 7, 9), dict(kernel=2, ceil_mode=True), True),  # ceil_mode: a clipped last window
     ((1, 2, 8, 11), dict(kernel=3, stride=4, padding=1, ceil_mode=True), False),
     ((1, 2, 7, 9), dict(kernel=2), False),  # floor mode drops the last row and column
@@ -230,3 +232,12 @@ def test_gpu_design_online_forward_matches_cpu_backend(gpu, name, values, dtype)
             if np.isfinite(x.astype(np.float64)).all() and abs(beta) <= 30 and "fmax" not in name:
                 y_r, lse_r = reference_forward(x.astype(np.float64), beta=beta, kernel=kernel, axes=(-1,))
                 np.testing.assert_allclose(y, y_r, rtol=ORACLE_RTOL[dtype], atol=ORACLE_RTOL[dtype] * 16)
+
+
+@pytest.mark.parametrize("case", _NON_OVERLAPPING, ids=_ids)
+def test_gpu_design_zero_fill_only_where_windows_leave_cells_out(case):
+    """launch._covered: the window kernel's pre-zeroing is skipped exactly for geometries that tile x."""
+    shape, kw, covered = case
+    geom = make_geometry(shape, **kw)
+    dense = lambda s: tuple(int(np.prod(s[i + 1 :])) for i in range(len(s)))  # noqa: E731
+    assert launch._covered(loop_table(geom, dense(shape), dense(geom.out_shape))) == covered
