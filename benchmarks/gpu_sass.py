@@ -9,6 +9,15 @@ wheels). GPUs have no integer divide instruction: each ``/`` or ``%`` by a
 run-time value becomes ~25 instructions starting with a reciprocal
 approximation, ``I2F.RP``/``I2F.U32.RP`` (32-bit) or ``I2F.U64.RP`` (64-bit),
 which is what is counted as one division. No GPU is needed.
+
+    python benchmarks/gpu_sass.py --loops [--match 'float, float, int']
+
+prints, instead, each kernel's innermost loops (a backward branch's range with
+no loop inside): instructions, global loads (LDG), stores (STG) and special
+function calls (MUFU: exp, log, reciprocal) per iteration. nvcc unrolls the
+window walks, so a loop with n LDG of x covers about n cells: the hot path's
+cost per cell is a loop's size over its loads. These are static sizes of loop
+bodies (both sides of every branch), not executed counts.
 """
 
 from __future__ import annotations
@@ -70,23 +79,53 @@ def cubin(names, arch, out_dir, bf16=True):
     return out
 
 
-def counts(cubin_path):
-    """{demangled kernel: (instructions, divisions)} from ``cuobjdump -sass``."""
+def _sass(cubin_path):
     env = dict(os.environ)
     nvdisasm = tool("nvdisasm")
     if nvdisasm:
         env["PATH"] = str(Path(nvdisasm).parent) + os.pathsep + env.get("PATH", "")
-    sass = subprocess.run(
+    return subprocess.run(
         [tool("cuobjdump"), "-sass", str(cubin_path)], check=True, capture_output=True, text=True, env=env
     ).stdout
-    parts = re.split(r"^\s*Function : (\S+)\s*$", sass, flags=re.M)
-    mangled = parts[1::2]
+
+
+def _demangle(mangled):
     names = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True, check=True)
+    return [n.split("(")[0].removeprefix("void ") for n in names.stdout.splitlines()]
+
+
+def counts(cubin_path):
+    """{demangled kernel: (instructions, divisions)} from ``cuobjdump -sass``."""
+    parts = re.split(r"^\s*Function : (\S+)\s*$", _sass(cubin_path), flags=re.M)
     result = {}
-    for name, body in zip(names.stdout.splitlines(), parts[2::2]):
-        name = name.split("(")[0].removeprefix("void ")
+    for name, body in zip(_demangle(parts[1::2]), parts[2::2]):
         instructions = [i for i in _INSTRUCTION.findall(body) if not i.startswith("NOP")]
         result[name] = (len(instructions), sum(bool(_DIVISION.search(i)) for i in instructions))
+    return result
+
+
+_BRANCH = re.compile(r"\bBRA (?:`\(.*?\) )?0x([0-9a-f]+)")
+_ADDRESSED = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(\S.*?);", re.M)
+
+
+def loops(cubin_path):
+    """{demangled kernel: [(instructions, LDG, STG, MUFU) of each innermost loop, in address order]}."""
+    sass = _sass(cubin_path)
+    parts = re.split(r"^\s*Function : (\S+)\s*$", sass, flags=re.M)
+    result = {}
+    for name, body in zip(_demangle(parts[1::2]), parts[2::2]):
+        code = [(int(a, 16), t) for a, t in _ADDRESSED.findall(body) if not t.startswith("NOP")]
+        spans = []
+        for at, text in code:
+            m = _BRANCH.search(text)
+            if m and int(m.group(1), 16) < at:
+                spans.append((int(m.group(1), 16), at))
+        inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
+        rows = []
+        for lo, hi in sorted(inner):
+            loop = [t for a, t in code if lo <= a <= hi]
+            rows.append((len(loop),) + tuple(sum(op in t for t in loop) for op in ("LDG", "STG", "MUFU")))
+        result[name] = rows
     return result
 
 
@@ -95,6 +134,8 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--loops", action="store_true", help="innermost loop sizes instead of totals")
+    parser.add_argument("--match", default="", help="only the instantiations whose name contains this")
     args = parser.parse_args(argv)
     missing = [t for t in ("nvcc", "cuobjdump", "nvdisasm") if tool(t) is None]
     if missing:
@@ -103,8 +144,16 @@ def main(argv=None):
             f"nvidia-cuda-nvdisasm)"
         )
         return 2
+    names = [n for n in instantiations(True) if args.match in n]
+    if args.loops:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = loops(cubin(names, args.arch, tmp))
+        for name, rows in table.items():
+            print(f"{name} ({args.arch}): innermost loops as instructions/LDG/STG/MUFU")
+            print("    " + "  ".join(f"{n}/{ld}/{st}/{mu}" for n, ld, st, mu in rows))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
-        table = counts(cubin(instantiations(True), args.arch, tmp))
+        table = counts(cubin(names, args.arch, tmp))
     width = max(map(len, table))
     print(f"{'kernel (' + args.arch + ')':{width}} {'instructions':>12} {'divisions':>9}")
     for name, (n, d) in table.items():

@@ -86,6 +86,10 @@ def _backward_name(t, a, i, overlap, w):
     return f"softpool_backward<{t}, {a}, {i}, {'true' if overlap else 'false'}, {w}>"
 
 
+def _windows_name(t, a, i, w):
+    return f"softpool_backward_windows<{t}, {a}, {i}, {w}>"
+
+
 def _jvp_name(t, a, i, w):
     return f"softpool_jvp<{t}, {a}, {i}, {w}>"
 
@@ -103,6 +107,7 @@ def instantiations(bf16):
         for i in _INDEX.values():
             names.extend(_forward_name(t, a, i, w) for w in WIDTHS)
             names.extend(_backward_name(t, a, i, overlap, w) for overlap in (False, True) for w in WIDTHS)
+            names.extend(_windows_name(t, a, i, w) for w in WIDTHS)
             names.extend(_jvp_name(t, a, i, w) for w in WIDTHS)
     return names
 
@@ -219,23 +224,36 @@ def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
     launcher.launch(_forward_name(t, a, index, _width(tab)), launcher.grid(n_out), args)
 
 
-def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, overlap):
-    """Launch the backward kernel: gx from gy, x, y and lse."""
-    t, a = launcher.types(x.dtype, acc_dtype, x.shape)
-    n_in = math.prod(int(v) for v in tab[:, L])
-    index = _index(launcher, tab, n_in)
-    args = (
-        gy,
-        x,
-        y,
-        lse,
-        gx,
-        pack_table(tab, x.shape, index),
-        np.dtype(acc_dtype).type(beta),
-        np.int32(bool(exact)),
-        _scalar(index)(n_in),
+def _covered(tab):
+    """True when the windows of ``tab`` reach every input cell: on each row no dilation holes
+    (D == 1 or K == 1), stride == window span, and the last window reaching the row's end."""
+    span = (tab[:, K] - 1) * tab[:, D] + 1
+    return bool(
+        np.all(
+            ((tab[:, D] == 1) | (tab[:, K] == 1))
+            & (tab[:, S] == span)
+            & ((tab[:, O] - 1) * tab[:, S] - tab[:, P] + span >= tab[:, L])
+        )
     )
-    launcher.launch(_backward_name(t, a, index, overlap, _width(tab)), launcher.grid(n_in), args)
+
+
+def launch_backward(launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, overlap):
+    """Launch the backward kernel: gx from gy, x, y and lse.
+
+    Windows that never share a cell, with gx in x's layout, take the kernel
+    walking windows (one thread per output, gx zeroed first where windows
+    leave cells out); any other case gathers per input cell.
+    """
+    t, a = launcher.types(x.dtype, acc_dtype, x.shape)
+    windows = not overlap and bool(np.all(tab[:, GS] == tab[:, XS]))
+    n = math.prod(int(v) for v in tab[:, O if windows else L])
+    index = _index(launcher, tab, n)
+    if windows and not _covered(tab):
+        gx[...] = 0  # cells in no window; the kernel writes every other cell
+    head = (gy, x, y, lse, gx, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta), np.int32(bool(exact)))
+    w = _width(tab)
+    name = _windows_name(t, a, index, w) if windows else _backward_name(t, a, index, overlap, w)
+    launcher.launch(name, launcher.grid(n), head + (_scalar(index)(n),))
 
 
 def launch_jvp(launcher, dx, x, y, lse, dy, tab, beta, acc_dtype):

@@ -14,8 +14,9 @@
 // and the forward's weights elsewhere.
 //
 // No shared memory, no warp intrinsics and no atomics: every thread owns its
-// output cell, so the host shim can run the grid thread by thread and the
-// results do not depend on scheduling.
+// output cells (the window-walking backward: the cells of its windows, which
+// no other window holds), so the host shim can run the grid thread by thread
+// and the results do not depend on scheduling.
 //
 // No integer division by a run-time value either: a GPU has no divide
 // instruction, and each / or % costs ~25 instructions of emulation. Every
@@ -186,11 +187,14 @@ __device__ __forceinline__ void sp_axis(const LoopTable& tab, int a, I o, Slots<
     win.add(hi - lo, D * XS);
 }
 
-// The window of output cell idx: its cells (win, from xbase) and its output offset ybase.
+// The window of output cell idx: its cells (win, from xbase), its output
+// offset ybase and its number of real cells.
 template <typename I, int W>
-__device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, W>& win, I& xbase, I& ybase) {
+__device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, W>& win, I& xbase, I& ybase,
+                                          I& count) {
     win.clear();
-    I rem = idx, count = 1;
+    I rem = idx;
+    count = 1;
     xbase = 0;
     ybase = 0;
     for (int a = (int)tab.ndim - 1; a >= 0; --a) {
@@ -235,11 +239,61 @@ __device__ __forceinline__ A sp_weight(A v, A m, A beta, A& moment) {
 // NUMERICS.md rules 2, 3 and 5 for one window (beta != 0): its maximiser m of
 // beta*x (found by comparison), s = sum of the weights exp(beta*(x - m)) in
 // (0, 1] and t = sum of e*(x - m), terms with e == 0 skipped; NaN propagates.
+//
+// Windows of at most one SpSum block (256 cells, every window of a k <= 16
+// 2-D pool) take one pass with an online maximum: each load is used once and
+// every cell costs one exp. A cell that beats the running maximiser m becomes
+// the new one, and the sums so far are rescaled by the old maximiser's weight
+// r = exp(beta*(m - v)) against it, from sp_weight like any weight (so the
+// overflow rule holds: r == 0 where m - v overflowed past the limit, and the
+// zero terms are dropped, not multiplied): s' = r*s + 1, t' = r*t + s*r*(m - v).
+// The sums are plain A: 256 terms are one SpSum block, which never reaches
+// its double total.
+// Each rescale rounds once more, so a long window with many new maxima would
+// lose the log(n) error growth of rule 5; longer windows take two passes
+// (maximiser, then sums), where every weight is rounded once.
 template <typename T, typename A, typename I, int W>
 __device__ __forceinline__ void sp_stats(const T* __restrict__ x, const Slots<I, W>& win, I xbase, A beta, A& m,
                                          SpSum<A>& s, SpSum<A>& t) {
     const A zero = A(0);
     m = sp_acc(x[xbase]);
+    I cells = 1;
+#pragma unroll
+    for (int w = 0; w < W; ++w) cells *= win.cnt[w];
+    if (cells <= I(256)) {
+        A ss = zero, tt = zero;
+        A nan = zero;  // the last NaN seen: added to both sums at the end
+        auto online = [&](I off) {
+            const A v = sp_acc(x[off]);
+            if (v != v) {
+                nan = v;
+            } else if (v == m) {  // e = 1 and x - m = 0 (also for an infinite m)
+                ss += A(1);
+            } else if (beta > zero ? v > m : v < m) {
+                A moment;
+                const A r = sp_weight(m, v, beta, moment);  // the old maximiser's weight against v
+                if (r > zero) {
+                    tt = r * tt + ss * moment;
+                    ss = r * ss + A(1);
+                } else {
+                    tt = zero;
+                    ss = A(1);
+                }
+                m = v;
+            } else {
+                A moment;
+                const A e = sp_weight(v, m, beta, moment);
+                if (e > zero) {
+                    ss += e;
+                    tt += moment;
+                }
+            }
+        };
+        Walk<W>::run(win, xbase, online);
+        s.add(ss + nan);  // NaN propagates to y and lse
+        t.add(tt + nan);
+        return;
+    }
     auto extreme = [&](I off) {
         const A v = sp_acc(x[off]);
         if (beta > zero ? v > m : v < m) m = v;
@@ -303,16 +357,13 @@ __global__ void softpool_forward(const T* __restrict__ x, T* __restrict__ y, A* 
 #pragma unroll 1
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
         Slots<I, W> win;
-        I xbase, ybase;
-        sp_window<I, W>(tab, idx, win, xbase, ybase);
+        I xbase, ybase, count;
+        sp_window<I, W>(tab, idx, win, xbase, ybase, count);
         if (beta == zero) {  // the plain mean: sum, then divide by the count
-            SpSum<A> s, t;
-            auto mean = [&](I off) {
-                s.add(A(1));
-                t.add(sp_acc(x[off]));
-            };
+            SpSum<A> t;
+            auto mean = [&](I off) { t.add(sp_acc(x[off])); };
             Walk<W>::run(win, xbase, mean);
-            const A total = s.value();
+            const A total = A(count);  // the real cells, counted by the decode
             y[ybase] = Store<T>::from(t.value() / total);
             if (lse != nullptr) lse[ybase] = sp_log(total);
             continue;
@@ -422,6 +473,67 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
     }
 }
 
+// Backward for windows that never share a cell (stride >= dilated span on
+// every axis, a tiling included) when grad_x has x's layout: one thread per
+// window, walking its cells as the forward does. The cell-gathering kernel
+// above decodes every input cell's position and its window's (a division per
+// row for each); here a window is decoded once, gy, y and lse are read once
+// for all its cells, and where lse may have overflowed the window's maximiser
+// and weight sum (rule 4) are found once, not once per cell. Every cell has
+// one writer: no atomics, deterministic. Cells in no window (gaps, dilation
+// holes, a tail no window reaches) are zeroed by launch.py before the launch.
+// Each cell's value is the one the gathering kernel computes, operation for
+// operation (g starts at +0 there too).
+template <typename T, typename A, typename I, int W>
+__global__ void softpool_backward_windows(const T* __restrict__ gy, const T* __restrict__ x, const T* __restrict__ y,
+                                          const A* __restrict__ lse, T* __restrict__ gx, const LoopTable tab,
+                                          const A beta, const int exact, const I n_out) {
+    const A zero = A(0);
+    const bool bracket = exact && beta != zero;
+#pragma unroll 1
+    for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
+        Slots<I, W> win;
+        I xbase, ybase, count;
+        sp_window<I, W>(tab, idx, win, xbase, ybase, count);
+        const A gw = sp_acc(gy[ybase]);
+        if (beta == zero) {  // the mean's derivative, gy / count (rule 2)
+            A g = zero;
+            g += gw / A(count);
+            const T stored = Store<T>::from(g);
+            auto mean = [&](I off) { gx[off] = stored; };
+            Walk<W>::run(win, xbase, mean);
+            continue;
+        }
+        const A l = lse[ybase];
+        const A yw = bracket ? sp_acc(y[ybase]) : zero;
+        const bool ok = sp_lse_ok(l, beta);
+        A m = zero, total = A(1);
+        if (!ok) {
+            SpSum<A> s, t;
+            sp_stats<T, A, I, W>(x, win, xbase, beta, m, s, t);
+            total = s.value();
+        }
+        auto cell = [&](I off) {
+            const A v = sp_acc(x[off]);
+            A w;
+            if (ok) {
+                w = sp_exp(beta * v - l);
+            } else {
+                A moment;
+                w = (v == m ? A(1) : v != v ? v : sp_weight(v, m, beta, moment)) / total;
+            }
+            A g = zero;
+            if (w != zero) {
+                A term = w * gw;
+                if (bracket) term *= sp_bracket(v, yw, beta);
+                g += term;
+            }
+            gx[off] = Store<T>::from(g);
+        };
+        Walk<W>::run(win, xbase, cell);
+    }
+}
+
 // Forward-mode derivative, one thread per output cell (dx shares x's layout):
 // dy_W = sum_i w_i (1 + beta (x_i - y_W)) dx_i with w_i = exp(beta x_i - lse_W)
 // (the bracket on halved values), the mean of dx over the window's real cells
@@ -439,17 +551,13 @@ __global__ void softpool_jvp(const T* __restrict__ dx, const T* __restrict__ x, 
 #pragma unroll 1
     for (I idx = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; idx < n_out; idx += (I)blockDim.x * (I)gridDim.x) {
         Slots<I, W> win;
-        I xbase, ybase;
-        sp_window<I, W>(tab, idx, win, xbase, ybase);
+        I xbase, ybase, count;
+        sp_window<I, W>(tab, idx, win, xbase, ybase, count);
         A acc = zero;
         if (beta == zero) {
-            A count = zero;
-            auto mean = [&](I off) {
-                acc += sp_acc(dx[off]);
-                count += one;
-            };
+            auto mean = [&](I off) { acc += sp_acc(dx[off]); };
             Walk<W>::run(win, xbase, mean);
-            dy[ybase] = Store<T>::from(acc / count);
+            dy[ybase] = Store<T>::from(acc / A(count));
             continue;
         }
         const A yw = sp_acc(y[ybase]), l = lse[ybase];
