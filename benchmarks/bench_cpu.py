@@ -94,65 +94,107 @@ class Layout(_Pooling):
 
 
 class TorchRatios:
-    """Speed-ups against the PyTorch formula and time relative to torch's avg_pool, in one process."""
+    """Speed-ups against the PyTorch formula and time relative to torch's avg_pool, in one process.
+
+    Every case is measured once per run, in ``setup_cache``, for the three track methods (as TrainingStep).
+    """
 
     params = ([case.name for case in bench.CASES],)
     param_names = ["case"]
     timeout = 600
     unit = "ratio"
 
-    def setup(self, name):
+    def setup_cache(self):
+        """{case name: median seconds per function}, without the cases torch has no pooling for; empty
+        when torch is not installed."""
         bench._set_threads(THREADS)
-        case = next(c for c in bench.CASES if c.name == name)
-        x = bench.make_input(case)
-        base = bench.torch_baselines(case, x)
-        if base is None:
-            raise NotImplementedError("torch is not installed")
-        kw = case.kwargs()
-        y, lse = softpool_nd.forward(x, **kw)
-        gy = np.ones_like(y)
-        ours = {
-            "pool": lambda: softpool_nd.pool(x, **kw),
-            "backward": lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
-        }
-        self.t = bench.timeit_interleaved({**ours, **base}, rounds=5)
+        times = {}
+        for case in bench.CASES:
+            x = bench.make_input(case)
+            base = bench.torch_baselines(case, x)
+            if base is None:
+                continue
+            kw = case.kwargs()
+            y, lse = softpool_nd.forward(x, **kw)
+            gy = np.ones_like(y)
+            ours = {
+                "pool": lambda: softpool_nd.pool(x, **kw),
+                "backward": lambda: softpool_nd.backward(gy, x, y=y, lse=lse, **kw),
+            }
+            times[case.name] = bench.timeit_interleaved({**ours, **base}, rounds=5)
+        return times
 
-    def track_forward_speedup_vs_torch_formula(self, name):
+    setup_cache.timeout = 3600  # every case, each 5 interleaved rounds (the class timeout is per call)
+
+    def setup(self, times, name):
+        if name not in times:
+            raise NotImplementedError("torch is not installed or has no pooling of this rank")
+        self.t = times[name]
+
+    def track_forward_speedup_vs_torch_formula(self, times, name):
         return self.t["formula"] / self.t["pool"]
 
-    def track_backward_speedup_vs_torch_autograd(self, name):
+    def track_backward_speedup_vs_torch_autograd(self, times, name):
         return self.t["formula_backward"] / self.t["backward"]
 
-    def track_forward_time_over_torch_avg_pool(self, name):
+    def track_forward_time_over_torch_avg_pool(self, times, name):
         return self.t["pool"] / self.t["avg_pool"]
+
+
+def _forget_compiled_code():
+    """Clear torch.compile's caches: the next shape compiles for its static shape, as in a fresh process
+    (dynamo would otherwise recompile the shared formula with dynamic shapes)."""
+    import torch._dynamo  # torch is installed: training_steps gave its functions
+
+    torch._dynamo.reset()
 
 
 class TrainingStep:
     """Issue #14's rows: the training step through softpool_nd.torch against the eager and the
-    compiled PyTorch formula, forward() with lse and the no-grad adapter against pool(), in one process."""
+    compiled PyTorch formula, forward() with lse and the no-grad adapter against pool(), in one process.
+
+    Every (shape, layout) is measured once per run, in ``setup_cache``, whose result feeds the four track
+    methods: a ``setup`` would repeat the torch.compile and the timed rounds once per method and parameter
+    (4 x 6 times; it was about half of CI's time). torch's compiled code is forgotten between parameters
+    (:func:`_forget_compiled_code`). asv gives a benchmark no way to know it runs under ``--quick``, so quick
+    runs measure the same parameters.
+    """
 
     params = ([str(s) for s in bench.TRAINING_SHAPES], ["NCHW", "channels_last"])
     param_names = ["shape", "layout"]
     timeout = 900
     unit = "ratio"
 
-    def setup(self, shape, layout):
+    def setup_cache(self):
+        """{(shape, layout): median seconds per function}; empty when torch is not installed."""
         bench._set_threads(THREADS)
-        fns = bench.training_steps(ast.literal_eval(shape), layout == "channels_last")
-        if fns is None:
-            raise NotImplementedError("torch is not installed")
-        self.t = bench.timeit_interleaved(fns, rounds=5)
+        times = {}
+        for shape in self.params[0]:
+            for layout in self.params[1]:
+                fns = bench.training_steps(ast.literal_eval(shape), layout == "channels_last")
+                if fns is None:
+                    return times
+                times[shape, layout] = bench.timeit_interleaved(fns, rounds=5)
+                _forget_compiled_code()
+        return times
 
-    def track_forward_with_lse_over_pool(self, shape, layout):
+    setup_cache.timeout = 3600  # six parameters, each a torch.compile and 5 rounds (the class timeout is per call)
+
+    def setup(self, times, shape, layout):
+        if not times:
+            raise NotImplementedError("torch is not installed")
+        self.t = times[shape, layout]
+
+    def track_forward_with_lse_over_pool(self, times, shape, layout):
         return self.t["forward"] / self.t["pool"]
 
-    def track_no_grad_adapter_over_pool(self, shape, layout):
+    def track_no_grad_adapter_over_pool(self, times, shape, layout):
         return self.t["no_grad"] / self.t["pool"]
 
-    def track_training_step_speedup_vs_eager_formula(self, shape, layout):
+    def track_training_step_speedup_vs_eager_formula(self, times, shape, layout):
         return self.t["eager"] / self.t["softpool_nd"]
 
-    def track_training_step_speedup_vs_compiled_formula(self, shape, layout):
+    def track_training_step_speedup_vs_compiled_formula(self, times, shape, layout):
         return self.t["compiled"] / self.t["softpool_nd"]
 
 

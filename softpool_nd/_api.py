@@ -14,6 +14,7 @@ from . import _interop
 from ._dispatch import backend_for
 from ._dtypes import compute_dtypes, is_bfloat16
 from ._geometry import IntOrTuple, Padding, make_geometry
+from ._loops import into
 
 __all__ = ["pool", "forward", "backward", "jvp", "output_shape"]
 
@@ -138,14 +139,6 @@ def _direct(out, dtype, x, backend):
     return out is not None and out.dtype == dtype and not _may_overlap(out, x, backend)
 
 
-def _into(out, result):
-    """``result`` written into ``out`` (when given and not already ``result``)."""
-    if out is None or out is result:
-        return result
-    out[...] = result
-    return out
-
-
 def output_shape(
     shape: Sequence[int],
     kernel: IntOrTuple = 2,
@@ -223,7 +216,7 @@ def forward(
         y, lse = _forward(
             x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None, lse_out=lse_out if direct else None
         )
-        return to_caller((_into(y_out, y), _into(lse_out, lse)))
+        return to_caller((into(y_out, y), into(lse_out, lse)))
 
 
 def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True, lse_out=None):
@@ -240,9 +233,9 @@ def _forward(x, geom, dtype, acc_dtype, beta, backend, out, with_lse=True, lse_o
     if work == dtype:
         kw = _out_kw(backend, lse_out=lse_out)
         y, lse = backend.forward(_as(x, dtype), geom, beta, acc_dtype, out, with_lse=with_lse, **kw)
-        return y, _into(lse_out, lse)
+        return y, into(lse_out, lse)
     y, lse = backend.forward(_as(x, work), geom, beta, acc_dtype, None, with_lse=with_lse)
-    lse = _into(lse_out, lse)
+    lse = into(lse_out, lse)
     if out is None:
         return y.astype(dtype), lse
     out[...] = y
@@ -406,32 +399,43 @@ def backward(
     >>> np.round(softpool_nd.backward(np.ones(2), x, kernel=2, y=y, lse=lse), 4)
     array([0.0723, 0.9277, 0.5   , 0.5   ])
     """
-    (x, grad_y, y, lse, out), to_caller = _interop.native(
-        x, grad_y, y, lse, out, names=("x", "grad_y", "y", "lse", "out")
-    )
-    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    _check_gradient(gradient, geom.in_shape)
+    params = (kernel, stride, padding, dilation, ceil_mode, axes, beta)
+    return _linearized("backward", grad_y, x, y, lse, out, params, gradient)
+
+
+def _linearized(direction, v, x, y, lse, out, params, gradient=None):
+    """:func:`backward` (``v`` is grad_y) or :func:`jvp` (``v`` is dx): the checks, conversions and
+    outputs both share, around the backend's ``direction`` method.
+
+    ``params`` are (kernel, stride, padding, dilation, ceil_mode, axes, beta); ``gradient`` is backward's.
+    """
+    if direction == "backward":
+        v_name, v_space, result_space = "grad_y", "the pooled output", "x"
+    else:
+        v_name, v_space, result_space = "dx", "x", "the result"
+    (x, v, y, lse, out), to_caller = _interop.native(x, v, y, lse, out, names=("x", v_name, "y", "lse", "out"))
+    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, *params)
+    if direction == "backward":
+        _check_gradient(gradient, geom.in_shape)
+        v_shape, result_shape = geom.out_shape, geom.in_shape
+    else:
+        v_shape, result_shape = geom.in_shape, geom.out_shape
     with _device(backend, x):
-        grad_y = _output_like("grad_y", grad_y, geom.out_shape, dtype, backend, geom.in_shape)
+        v = _output_like(v_name, v, v_shape, dtype, backend, geom.in_shape, what=v_space)
         if out is not None:
-            _check_out("out", out, geom.in_shape, dtype, backend, x, geom.in_shape, what="x")
-        if math.prod(geom.in_shape) == 0:
-            return to_caller(_into(out, backend.xp.zeros(geom.in_shape, dtype=dtype)))
+            _check_out("out", out, result_shape, dtype, backend, x, geom.in_shape, what=result_space)
+        if math.prod(result_shape) == 0:
+            return to_caller(into(out, backend.xp.zeros(result_shape, dtype=dtype)))
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
         direct = work == dtype and _direct(out, dtype, x, backend)
-        gx = backend.backward(
-            _as(grad_y, work),
-            _as(x, work),
-            _as(y, work),
-            lse,
-            geom,
-            beta,
-            acc_dtype,
-            gradient == "exact",
-            **_out_kw(backend, out=out if direct else None),
-        )
-        return to_caller(_into(out, _as(gx, dtype)))
+        args = (_as(v, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype)
+        kw = _out_kw(backend, out=out if direct else None)
+        if direction == "backward":
+            result = backend.backward(*args, gradient == "exact", **kw)
+        else:
+            result = backend.jvp(*args, **kw)
+        return to_caller(into(out, _as(result, dtype)))
 
 
 def _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend):
@@ -500,25 +504,4 @@ def jvp(
     >>> np.round(softpool_nd.jvp(x, np.ones(4), kernel=2, y=y, lse=lse), 4)
     array([1., 1.])
     """
-    (x, dx, y, lse, out), to_caller = _interop.native(x, dx, y, lse, out)
-    x, geom, dtype, acc_dtype, beta, backend = _prepare(x, kernel, stride, padding, dilation, ceil_mode, axes, beta)
-    with _device(backend, x):
-        dx = _output_like("dx", dx, geom.in_shape, dtype, backend, geom.in_shape, what="x")
-        if out is not None:
-            _check_out("out", out, geom.out_shape, dtype, backend, x, geom.in_shape)
-        if math.prod(geom.out_shape) == 0:
-            return to_caller(backend.xp.empty(geom.out_shape, dtype=dtype) if out is None else out)
-        y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
-        work = _work_dtype(backend, dtype)
-        direct = work == dtype and _direct(out, dtype, x, backend)
-        dy = backend.jvp(
-            _as(dx, work),
-            _as(x, work),
-            _as(y, work),
-            lse,
-            geom,
-            beta,
-            acc_dtype,
-            **_out_kw(backend, out=out if direct else None),
-        )
-        return to_caller(_into(out, _as(dy, dtype)))
+    return _linearized("jvp", dx, x, y, lse, out, (kernel, stride, padding, dilation, ceil_mode, axes, beta))

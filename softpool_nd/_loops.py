@@ -39,6 +39,7 @@ __all__ = [
     "whole",
     "same_layout",
     "in_layout",
+    "into",
 ]
 
 
@@ -74,6 +75,17 @@ def in_layout(a, strides, like_strides, xp=np):
     b = empty_like_layout(a.shape, like_strides, a.dtype, xp)
     b[...] = a
     return b
+
+
+def into(out, result):
+    """``out`` holding ``result`` (a copy unless a kernel wrote ``out`` itself); ``result`` when no ``out`` is given.
+
+    The one rule for a caller's preallocated output, used by the public functions and the GPU backend.
+    """
+    if out is None or out is result:
+        return result
+    out[...] = result
+    return out
 
 
 @functools.lru_cache(maxsize=1024)

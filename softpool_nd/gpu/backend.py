@@ -11,7 +11,16 @@ call work, and the first cupy-only call raises an ImportError naming
 
 from __future__ import annotations
 
-from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
+from .._loops import (
+    element_strides,
+    empty_like_layout,
+    in_layout,
+    into,
+    layout_strides,
+    loop_table,
+    same_layout,
+    whole,
+)
 from .launch import launch_backward, launch_forward, launch_jvp
 
 __all__ = ["Backend", "name", "xp", "forward", "backward", "jvp", "device_of", "bfloat16", "takes_out"]  # noqa: F822 (xp: __getattr__)
@@ -50,7 +59,7 @@ class Backend:
         )
         tab = loop_table(geom, element_strides(x), ys)
         launch_forward(self.launcher, x, y, lse, tab, beta, acc_dtype)
-        return _filled(out, y), _filled(lse_out, lse)
+        return into(out, y), into(lse_out, lse)
 
     def _target(self, out, strides, shape, like_strides, dtype):
         """``out`` when the kernel can write it with element ``strides``, else a new array in that layout."""
@@ -78,7 +87,7 @@ class Backend:
         )
         tab = loop_table(geom, element_strides(x), ys, element_strides(gx))
         launch_backward(self.launcher, gy, x, y, lse, gx, tab, beta, acc_dtype, exact, geom.overlapping)
-        return _filled(out, gx)
+        return into(out, gx)
 
     def jvp(self, dx, x, y, lse, geom, beta, acc_dtype, out=None):
         """Return dy, the derivative of y along ``dx`` (x-shaped), on x's device; y and lse output-shaped.
@@ -99,15 +108,7 @@ class Backend:
         dy = self._target(out, ys, geom.out_shape, x.strides, x.dtype)
         tab = loop_table(geom, element_strides(x), ys)
         launch_jvp(self.launcher, dx, x, y, lse, dy, tab, beta, acc_dtype)
-        return _filled(out, dy)
-
-
-def _filled(out, result):
-    """``out`` holding ``result`` (a copy unless the kernel wrote ``out`` itself); ``result`` without out."""
-    if out is None or out is result:
-        return result
-    out[...] = result
-    return out
+        return into(out, dy)
 
 
 _CUDA = None
