@@ -324,6 +324,9 @@ def _backward_op(
                 **kwargs,
             )
         return gx
+    plan = _cpu_plan(x, (kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient))
+    if plan is not None and plan.takes(x, grad_y, y, lse):  # as in _forward_op
+        return plan.backward(grad_y, x, y, lse, gradient == "exact")
     return backward(grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient, **kwargs)
 
 
@@ -557,7 +560,7 @@ def _cpu_plan(x, params):
     if dtype == xn.dtype and 0 not in geom.out_shape + geom.in_shape:
         order = _layout_order(strides)
         if order == tuple(range(x.dim())) or not xn.transpose(order).flags.c_contiguous:
-            plan = _Plan(geom, beta, acc_dtype, backend, None, None)
+            plan = _Plan(geom, beta, acc_dtype, backend, None, None, geom.out_shape, _AS_TORCH[acc_dtype])
         else:
             # dense in another axis order (channels_last): the kernels get the C-contiguous view of the same
             # memory, which they walk with the same loop table (it is ordered by stride), but which the
@@ -565,7 +568,7 @@ def _cpu_plan(x, params):
             inverse = tuple(order.index(a) for a in range(len(order)))
             kwargs["axes"] = tuple(inverse[a] for a in kwargs["axes"])
             view = make_geometry(tuple(geom.in_shape[a] for a in order), **kwargs)
-            plan = _Plan(view, beta, acc_dtype, backend, order, inverse)
+            plan = _Plan(view, beta, acc_dtype, backend, order, inverse, geom.out_shape, _AS_TORCH[acc_dtype])
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
     _PLANS[key] = plan
@@ -582,6 +585,10 @@ class _Plan(NamedTuple):
     backend: object
     order: tuple | None
     inverse: tuple | None
+    #: The pooled shape in x's axis order.
+    out_shape: tuple
+    #: lse's torch dtype.
+    lse_dtype: torch.dtype
 
     def array(self, t):
         """The NumPy view of CPU tensor ``t`` (x's shape or the pooled shape) that the kernels get."""
@@ -596,6 +603,27 @@ class _Plan(NamedTuple):
     def forward(self, x, with_lse=True):
         y, lse = self.backend.forward(self.array(x), self.geom, self.beta, self.acc_dtype, with_lse=with_lse)
         return self.tensor(y), (None if lse is None else self.tensor(lse))
+
+    def takes(self, x, grad_y, y, lse):
+        """Whether the backward's arrays need none of the core API's checks or conversions: plain tensors of
+        the pooled shape, grad_y and y in x's dtype, lse in the accumulation dtype (else the core API runs)."""
+        shape = self.out_shape
+        return (
+            grad_y.shape == shape
+            and y.shape == shape
+            and lse.shape == shape
+            and grad_y.dtype == x.dtype
+            and y.dtype == x.dtype
+            and lse.dtype == self.lse_dtype
+            and _plain(grad_y)
+            and _plain(y)
+            and _plain(lse)
+        )
+
+    def backward(self, grad_y, x, y, lse, exact):
+        """grad_x, from arrays that ``takes``."""
+        arrays = map(self.array, (grad_y, x, y, lse))
+        return self.tensor(self.backend.backward(*arrays, self.geom, self.beta, self.acc_dtype, exact))
 
 
 class _EagerSoftPool(torch.autograd.Function):
@@ -622,11 +650,7 @@ class _EagerSoftPool(torch.autograd.Function):
         x, y, lse = ctx.saved_tensors
         if torch.is_grad_enabled() or not _plain(grad_y) or grad_y.dtype != x.dtype:
             return _Backward.apply(grad_y, x, y, lse, _Params(ctx.params)), None, None
-        plan = ctx.plan
-        gx = plan.backend.backward(
-            *map(plan.array, (grad_y, x, y, lse)), plan.geom, plan.beta, plan.acc_dtype, ctx.params[-1] == "exact"
-        )
-        return plan.tensor(gx), None, None
+        return ctx.plan.backward(grad_y, x, y, lse, ctx.params[-1] == "exact"), None, None
 
 
 def _soft_pool(x, params):

@@ -519,3 +519,38 @@ def test_cached_operator_arguments_keep_every_check():
         spt.soft_pool(x, 2, axes=(2, 3), beta=True)
     assert spt.soft_pool(x, [2, 2], axes=[2, 3]).shape == (1, 2, 3, 3)  # lists: keyed through _frozen
     assert spt.soft_pool(x, np.int64(2), axes=(2, 3)).shape == (1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("gradient", ["exact", "weights"])
+def test_cpu_operator_bodies_take_the_direct_path_with_the_same_results(monkeypatch, channels_last, gradient):
+    # what a torch.compile'd program calls on every step: the forward, pool and backward operators run the
+    # kernels on NumPy views (no DLPack, no geometry keyed per call) and give the core API's bits
+    x = _x((2, 3, 9, 8), torch.float32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = spt._op_params(x, 3, 2, 1, 1, True, None, -0.8, gradient)
+
+    def run():
+        y, lse = torch.ops.softpool_nd.forward(x, *params)
+        grads = [_x(y.shape, torch.float32, seed=1), torch.ones((), dtype=torch.float32).expand(y.shape)]
+        gxs = [torch.ops.softpool_nd.backward(g, x, y, lse, *params) for g in grads]
+        return [y, lse, torch.ops.softpool_nd.pool(x, *params[:-1]), *gxs]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the core API was called")
+
+    with monkeypatch.context() as m:
+        for name in ("forward", "pool", "backward"):
+            m.setattr(spt, name, refuse)
+        got = run()
+    monkeypatch.setattr(spt, "_cpu_plan", lambda x, params: None)
+    for a, b in zip(got, run()):
+        assert a.stride() == b.stride()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # arguments the core API must check or convert still reach it
+    y, lse = torch.ops.softpool_nd.forward(x, *params)
+    with pytest.raises(ValueError, match="grad_y has shape"):
+        torch.ops.softpool_nd.backward(y[:, :, :-1], x, y, lse, *params)
+    g64 = torch.ops.softpool_nd.backward(torch.ones(y.shape, dtype=torch.float64), x, y, lse, *params)
+    assert g64.dtype == torch.float32
