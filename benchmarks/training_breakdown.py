@@ -148,7 +148,7 @@ def table(shape, channels_last, t):
         lines.append(f"| {k} | {t[k] * 1e3:.3f} | {t[k] / t['step']:.2f} | {gbs} | {pct} |")
     floor_ours = BYTES_PER_ELEMENT["step"] * n / bw
     floor_task = BYTES_PER_ELEMENT["compiled"] * n / bw
-    target = TRAINING_TARGETS[shape]
+    target = TRAINING_TARGETS[TRAINING_SHAPES.index(shape)]
     floor_exp = 2 * min(t["np_exp"], t["torch_exp"])
     lines += [
         "",

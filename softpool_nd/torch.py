@@ -27,6 +27,7 @@ sizes trace the operators without graph breaks.
 
 import contextlib
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ import torch.utils._python_dispatch as _python_dispatch
 
 from ._api import _check_beta, _check_gradient, _prepare, backward, forward, jvp, output_shape, pool
 from ._dtypes import compute_dtypes
-from ._geometry import normalize_args
+from ._geometry import _SCALARS, _frozen, make_geometry, normalize_args
 from ._loops import layout_order
 
 __all__ = [
@@ -76,6 +77,44 @@ def _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, grad
         float(beta),
         gradient,
     )
+
+
+#: Operator arguments of recent eager calls (as tuples: hashable, so that they also key ``_PLANS``), by the
+#: input's rank and the arguments with their types: ``normalize_args`` costs more than pooling a small map.
+_PARAMS = {}
+_PARAMS_MAX = 1024
+
+
+def _hashable(params):
+    """Operator arguments with tuples for lists (the custom operators take either)."""
+    return tuple(tuple(p) if type(p) is list else p for p in params)
+
+
+def _cached_op_params(x, *args):
+    """``_op_params(x, *args)``, from ``_PARAMS`` when the same rank and arguments came before.
+
+    Scalar arguments and flat tuples of ints (what modules pass) are keyed by
+    themselves and their types, anything else through ``_frozen``; unhashable
+    arguments and traced calls are not cached. Only arguments that passed the
+    checks are stored, so errors are raised as before.
+    """
+    if torch.compiler.is_compiling():
+        return _op_params(x, *args)
+    kinds = tuple(map(type, args))
+    try:
+        if all(k in _SCALARS or (k is tuple and all(type(e) is int for e in a)) for k, a in zip(kinds, args)):
+            key = (x.dim(), kinds, args)
+        else:
+            key = (x.dim(), _frozen(args))
+        params = _PARAMS.get(key)
+    except TypeError:
+        return _op_params(x, *args)
+    if params is None:
+        params = _hashable(_op_params(x, *args))
+        if len(_PARAMS) >= _PARAMS_MAX:
+            _PARAMS.clear()
+        _PARAMS[key] = params
+    return params
 
 
 def _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes):
@@ -198,6 +237,11 @@ def _forward_op(
         with _on_torch_stream(x):
             forward(x.detach(), beta=beta, out=out, **kwargs)
         return out
+    # what torch.compile'd programs call on every step: the eager direct path where it applies (no DLPack, no
+    # geometry keyed per call)
+    plan = _cpu_plan(x, (kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient))
+    if plan is not None:
+        return plan.forward(x)
     return forward(x.detach(), beta=beta, **kwargs)
 
 
@@ -226,6 +270,9 @@ def _pool_op(
     beta: float,
 ) -> torch.Tensor:
     """SoftPool without lse, where no derivative is needed (no_grad, inference_mode, inputs without grad)."""
+    plan = _cpu_plan(x, (kernel, stride, padding, same, dilation, ceil_mode, axes, beta))  # as in _forward_op
+    if plan is not None:
+        return plan.forward(x, with_lse=False)[0]
     kwargs = _geometry_kwargs(kernel, stride, padding, same, dilation, ceil_mode, axes)
     out = None
     if x.device.type == "cuda":
@@ -277,6 +324,9 @@ def _backward_op(
                 **kwargs,
             )
         return gx
+    plan = _cpu_plan(x, (kernel, stride, padding, same, dilation, ceil_mode, axes, beta, gradient))
+    if plan is not None and plan.takes(x, grad_y, y, lse):  # as in _forward_op
+        return plan.backward(grad_y, x, y, lse, gradient == "exact")
     return backward(grad_y.detach(), x.detach(), y=y.detach(), lse=lse.detach(), beta=beta, gradient=gradient, **kwargs)
 
 
@@ -487,7 +537,7 @@ with torch.inference_mode():
 
 
 def _cpu_plan(x, params):
-    """(geometry, beta, accumulation dtype, backend) for running ``x`` directly on the CPU kernels, or None.
+    """How to run ``x`` directly on the CPU kernels (a ``_Plan``), or None.
 
     None where the operators must run: CUDA tensors, tensor subclasses,
     dtypes NumPy lacks, empty outputs, and whenever something watches or
@@ -497,18 +547,83 @@ def _cpu_plan(x, params):
     """
     if not _plain(x) or x.dtype not in _NUMPY_DTYPES or _forward_ad._current_level >= 0:
         return None
-    key = (tuple(x.shape), x.dtype, *(tuple(p) if type(p) is list else p for p in params))
+    strides = x.stride()
+    key = (tuple(x.shape), strides, x.dtype, params if type(params[0]) is tuple else _hashable(params))
     try:
         return _PLANS[key]
     except KeyError:
         pass
     xn = x.detach().numpy()
-    _, geom, dtype, acc_dtype, beta, backend = _prepare(xn, beta=params[7], **_geometry_kwargs(*params[:7]))
-    plan = None if dtype != xn.dtype or 0 in geom.out_shape + geom.in_shape else (geom, beta, acc_dtype, backend)
+    kwargs = _geometry_kwargs(*params[:7])
+    _, geom, dtype, acc_dtype, beta, backend = _prepare(xn, beta=params[7], **kwargs)
+    plan = None
+    if dtype == xn.dtype and 0 not in geom.out_shape + geom.in_shape:
+        order = _layout_order(strides)
+        if order == tuple(range(x.dim())) or not xn.transpose(order).flags.c_contiguous:
+            plan = _Plan(geom, beta, acc_dtype, backend, None, None, geom.out_shape, _AS_TORCH[acc_dtype])
+        else:
+            # dense in another axis order (channels_last): the kernels get the C-contiguous view of the same
+            # memory, which they walk with the same loop table (it is ordered by stride), but which the
+            # backend views as flat memory without as_strided (tens of microseconds per array)
+            inverse = tuple(order.index(a) for a in range(len(order)))
+            kwargs["axes"] = tuple(inverse[a] for a in kwargs["axes"])
+            view = make_geometry(tuple(geom.in_shape[a] for a in order), **kwargs)
+            plan = _Plan(view, beta, acc_dtype, backend, order, inverse, geom.out_shape, _AS_TORCH[acc_dtype])
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
     _PLANS[key] = plan
     return plan
+
+
+class _Plan(NamedTuple):
+    """A checked eager CPU call: the geometry of the arrays the kernels get, ``x.numpy().transpose(order)``
+    (``order`` None: no transposition); results come back through ``.transpose(inverse)``."""
+
+    geom: object
+    beta: float
+    acc_dtype: np.dtype
+    backend: object
+    order: tuple | None
+    inverse: tuple | None
+    #: The pooled shape in x's axis order.
+    out_shape: tuple
+    #: lse's torch dtype.
+    lse_dtype: torch.dtype
+
+    def array(self, t):
+        """The NumPy view of CPU tensor ``t`` (x's shape or the pooled shape) that the kernels get."""
+        a = t.detach().numpy()
+        return a if self.order is None else a.transpose(self.order)
+
+    def tensor(self, a):
+        """The tensor of kernel result ``a``, in the axis order of x; not a torch view (autograd would refuse
+        in-place changes of a view made inside a Function), as the operators return."""
+        return torch.from_numpy(a if self.inverse is None else a.transpose(self.inverse))
+
+    def forward(self, x, with_lse=True):
+        y, lse = self.backend.forward(self.array(x), self.geom, self.beta, self.acc_dtype, with_lse=with_lse)
+        return self.tensor(y), (None if lse is None else self.tensor(lse))
+
+    def takes(self, x, grad_y, y, lse):
+        """Whether the backward's arrays need none of the core API's checks or conversions: plain tensors of
+        the pooled shape, grad_y and y in x's dtype, lse in the accumulation dtype (else the core API runs)."""
+        shape = self.out_shape
+        return (
+            grad_y.shape == shape
+            and y.shape == shape
+            and lse.shape == shape
+            and grad_y.dtype == x.dtype
+            and y.dtype == x.dtype
+            and lse.dtype == self.lse_dtype
+            and _plain(grad_y)
+            and _plain(y)
+            and _plain(lse)
+        )
+
+    def backward(self, grad_y, x, y, lse, exact):
+        """grad_x, from arrays that ``takes``."""
+        arrays = map(self.array, (grad_y, x, y, lse))
+        return self.tensor(self.backend.backward(*arrays, self.geom, self.beta, self.acc_dtype, exact))
 
 
 class _EagerSoftPool(torch.autograd.Function):
@@ -521,9 +636,7 @@ class _EagerSoftPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, params, plan):
-        geom, beta, acc_dtype, backend = plan
-        y, lse = backend.forward(x.detach().numpy(), geom, beta, acc_dtype)
-        y, lse = torch.from_numpy(y), torch.from_numpy(lse)
+        y, lse = plan.forward(x)
         ctx.mark_non_differentiable(lse)
         ctx.set_materialize_grads(False)  # as in _setup_context
         ctx.save_for_backward(x, y, lse)
@@ -537,11 +650,7 @@ class _EagerSoftPool(torch.autograd.Function):
         x, y, lse = ctx.saved_tensors
         if torch.is_grad_enabled() or not _plain(grad_y) or grad_y.dtype != x.dtype:
             return _Backward.apply(grad_y, x, y, lse, _Params(ctx.params)), None, None
-        geom, beta, acc_dtype, backend = ctx.plan
-        gx = backend.backward(
-            grad_y.numpy(), x.detach().numpy(), y.numpy(), lse.numpy(), geom, beta, acc_dtype, ctx.params[-1] == "exact"
-        )
-        return torch.from_numpy(gx), None, None
+        return ctx.plan.backward(grad_y, x, y, lse, ctx.params[-1] == "exact"), None, None
 
 
 def _soft_pool(x, params):
@@ -549,8 +658,7 @@ def _soft_pool(x, params):
     plan = _cpu_plan(x, params)
     if not _needs_derivative(x):
         if plan is not None:
-            geom, beta, acc_dtype, backend = plan
-            return torch.from_numpy(backend.forward(x.detach().numpy(), geom, beta, acc_dtype, with_lse=False)[0])
+            return plan.forward(x, with_lse=False)[0]
         return _pool_op(x, *params[:-1])
     if plan is not None:
         return _EagerSoftPool.apply(x, params, plan)[0]
@@ -611,7 +719,7 @@ def soft_pool(
     >>> x.grad
     tensor([[0.0723, 0.9277, 0.5000, 0.5000]])
     """
-    params = _op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
+    params = _cached_op_params(x, kernel, stride, padding, dilation, ceil_mode, axes, beta, gradient)
     if impl == "composite" or torch.onnx.is_in_onnx_export():
         return _composite(x, params)
     if impl != "kernels":

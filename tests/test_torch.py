@@ -462,3 +462,95 @@ def test_cuda_graph_capture_of_the_pool_path():
 
 def test_cpu_tensors_need_no_stream():
     assert spt._on_torch_stream(torch.zeros(1)).__class__.__name__ == "nullcontext"
+
+
+@pytest.mark.parametrize(
+    "make, kw",
+    [
+        (lambda: _x((2, 3, 4, 6, 5), torch.float32).contiguous(memory_format=torch.channels_last_3d), dict(kernel=2)),
+        (lambda: _x((1, 3, 1, 9), torch.float64).contiguous(memory_format=torch.channels_last), dict(kernel=(1, 3))),
+        (lambda: _x((5, 4, 3), torch.float32).permute(2, 0, 1), dict(kernel=2, axes=(0, 2), padding=1, beta=-0.6)),
+        (lambda: _x((2, 8, 7, 3), torch.float16).permute(0, 3, 1, 2), dict(kernel=3, stride=2, axes=1, beta=2.0)),
+    ],
+)
+def test_eager_cpu_calls_on_permuted_dense_inputs_take_the_c_contiguous_view(monkeypatch, make, kw):
+    # channels-last and other dense permuted inputs reach the kernels as the C-contiguous view of their memory
+    # (issue #14: per-call cost); the results are the operator path's bits, in the same layout
+    x = make().requires_grad_(True)
+    args = [kw.get(k, d) for k, d in (("kernel", 2), ("stride", None), ("padding", 0), ("dilation", 1))]
+    args += [False, kw.get("axes"), kw.get("beta", 1.0), "exact"]
+    plan = spt._cpu_plan(x, spt._op_params(x, *args))
+    assert plan is not None and plan.order is not None
+
+    def run():
+        y = spt.soft_pool(x, **kw)
+        g = _x(y.shape, x.dtype, seed=3)
+        (gx,) = torch.autograd.grad(y, x, g)
+        with torch.no_grad():
+            y0 = spt.soft_pool(x, **kw)
+        return type(y.grad_fn).__name__, y, gx, y0
+
+    name, *got = run()
+    assert name == "_EagerSoftPoolBackward"
+    monkeypatch.setattr(spt, "_cpu_plan", lambda x, params: None)
+    name_ops, *want = run()
+    assert name_ops != name
+    for a, b in zip(got, want):
+        assert a.stride() == b.stride() and a._base is None and b._base is None
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_cached_operator_arguments_keep_every_check():
+    # soft_pool caches checked arguments by rank and by value *and type*: 2, 2.0 and True are equal keys in a
+    # dict but not equal arguments, so a cached call must not let the refused ones through
+    x = _x((1, 2, 6, 6), torch.float32)
+    for _ in range(2):
+        assert spt.soft_pool(x, 2, axes=(2, 3)).shape == (1, 2, 3, 3)
+        assert spt.soft_pool2d(x, 2).shape == (1, 2, 3, 3)
+    with pytest.raises(TypeError, match="kernel"):
+        spt.soft_pool(x, 2.0, axes=(2, 3))
+    with pytest.raises(TypeError, match="kernel"):
+        spt.soft_pool(x, True, axes=(2, 3))
+    with pytest.raises(TypeError, match="axes"):
+        spt.soft_pool(x, 2, axes=(2.0, 3))
+    with pytest.raises(ValueError, match="axes"):
+        spt.soft_pool(x[0], 2, axes=(2, 3))  # the same arguments at another rank
+    with pytest.raises(TypeError, match="beta"):
+        spt.soft_pool(x, 2, axes=(2, 3), beta=True)
+    assert spt.soft_pool(x, [2, 2], axes=[2, 3]).shape == (1, 2, 3, 3)  # lists: keyed through _frozen
+    assert spt.soft_pool(x, np.int64(2), axes=(2, 3)).shape == (1, 2, 3, 3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("gradient", ["exact", "weights"])
+def test_cpu_operator_bodies_take_the_direct_path_with_the_same_results(monkeypatch, channels_last, gradient):
+    # what a torch.compile'd program calls on every step: the forward, pool and backward operators run the
+    # kernels on NumPy views (no DLPack, no geometry keyed per call) and give the core API's bits
+    x = _x((2, 3, 9, 8), torch.float32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = spt._op_params(x, 3, 2, 1, 1, True, None, -0.8, gradient)
+
+    def run():
+        y, lse = torch.ops.softpool_nd.forward(x, *params)
+        grads = [_x(y.shape, torch.float32, seed=1), torch.ones((), dtype=torch.float32).expand(y.shape)]
+        gxs = [torch.ops.softpool_nd.backward(g, x, y, lse, *params) for g in grads]
+        return [y, lse, torch.ops.softpool_nd.pool(x, *params[:-1]), *gxs]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the core API was called")
+
+    with monkeypatch.context() as m:
+        for name in ("forward", "pool", "backward"):
+            m.setattr(spt, name, refuse)
+        got = run()
+    monkeypatch.setattr(spt, "_cpu_plan", lambda x, params: None)
+    for a, b in zip(got, run()):
+        assert a.stride() == b.stride()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # arguments the core API must check or convert still reach it
+    y, lse = torch.ops.softpool_nd.forward(x, *params)
+    with pytest.raises(ValueError, match="grad_y has shape"):
+        torch.ops.softpool_nd.backward(y[:, :, :-1], x, y, lse, *params)
+    g64 = torch.ops.softpool_nd.backward(torch.ones(y.shape, dtype=torch.float64), x, y, lse, *params)
+    assert g64.dtype == torch.float32
