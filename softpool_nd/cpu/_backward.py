@@ -12,9 +12,6 @@ the per-cell path.
 """
 
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from .._loops import GS, XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
@@ -41,29 +38,10 @@ from ._walk import (
 BACK_LANES = 64
 
 
-@intrinsic
-def _fms(typingctx, a, b, c):
-    """a * b - c with one rounding (``llvm.fma``: one SIMD instruction, also in vectorised loops)."""
-
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        name = "llvm.fma.f64" if a.bitwidth == 64 else "llvm.fma.f32"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
-        return builder.call(fma, [args[0], args[1], builder.fneg(args[2])])
-
-    return a(a, b, c), codegen
-
-
 @_jit
-def _exponent(v, beta, lse_w):
-    """beta*v - lse_w, the logarithm of the weight of a cell of value v in a window of lse lse_w.
-
-    Fused (one rounding): the common sweeps' loops, where beta != 0 is known,
-    would contract the product and the difference into an fma anyway, so
-    every path takes it that way (CUDA's default contraction does the same).
-    beta = 0 means weight exp(-lse) = 1/count for every cell (infinities too).
-    """
-    return _fms(v, beta, lse_w) if beta != acc(0.0, beta) else acc(0.0, beta) - lse_w
+def _z(v, beta):
+    """beta * v, with beta = 0 meaning weight exp(-lse) = 1/count for every cell (infinities too)."""
+    return v * beta if beta != acc(0.0, beta) else acc(0.0, beta)
 
 
 #: lse of a window below which, with |beta| > 1, some beta*x of the window may
@@ -162,39 +140,27 @@ def _memo():
 
 
 @_jit
-def _bracketed(w, v, gy_w, y_w, beta, bracket):
-    """w * gy_w, times the bracket 1 + beta*(v - y_w) when ``bracket``; 0 where w == 0.
+def _term_w(w, v, gy_w, y_w, beta, exact):
+    """The share, of weight w, of a window in the gradient of a cell with value v.
 
-    Takes window w's grad_y and y as accumulation-type scalars: an array
-    argument would cost reference counting calls, which keep a loop from
-    vectorising. The bracket is taken on halved values, as the forward's
-    weights (no overflow of v - y).
+    Takes window w's grad_y and y (read only when ``exact``) as
+    accumulation-type scalars: an array argument would cost reference counting
+    calls, which keep a loop from vectorising. The bracket 1 + beta*(v - y) is
+    taken on halved values, as the forward's weights (no overflow of v - y).
     """
     zero = acc(0.0, beta)
     if w == zero:
         return zero
     term = w * gy_w
-    if bracket:
+    if exact and beta != zero:
         term *= acc(1.0, beta) + beta * (_half(v) - _half(y_w)) * acc(2.0, beta)
     return term
 
 
 @_jit
-def _term_w(w, v, gy_w, y_w, beta, exact):
-    """The share, of weight w, of a window in the gradient of a cell with value v
-    (y_w read only when ``exact``; for beta = 0 the share is w * gy_w)."""
-    return _bracketed(w, v, gy_w, y_w, beta, exact and beta != acc(0.0, beta))
-
-
-@_jit
-def _term(v, lse_w, gy_w, y_w, beta, bracket):
-    """``_bracketed`` with the weight exp(beta*v - lse_w), for a window that is ``_lse_ok``.
-
-    The sweeps pass ``bracket`` (exact and beta != 0) as a constant of their
-    case: a test of beta and exact inside the vectorised loop stays there,
-    mask operations per cell.
-    """
-    return _bracketed(exp_le0(_exponent(v, beta, lse_w)), v, gy_w, y_w, beta, bracket)
+def _term(v, z, lse_w, gy_w, y_w, beta, exact):
+    """``_term_w`` with the weight exp(z - lse_w) (z = beta*v), for a window that is ``_lse_ok``."""
+    return _term_w(exp_le0(z - lse_w), v, gy_w, y_w, beta, exact)
 
 
 def _cell_grad(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo):
@@ -208,6 +174,7 @@ def _cell_grad(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, 
     inlined there, it made the k3s2 backward 1.4x slower.
     """
     v = acc(x[_u(xj)], beta)
+    z = _z(v, beta)
     g = acc(0.0, beta)
     done = True
     lo, hi = _containing(j, Ki, Si, Di, Pi, Oi)
@@ -217,13 +184,13 @@ def _cell_grad(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, 
                 at = offs[q] + o * ys
                 lse_w = acc(lse[at], beta)
                 if _lse_ok(lse_w, beta):
-                    w = exp_le0(_exponent(v, beta, lse_w))
+                    w = exp_le0(z - lse_w)
                 elif memo is None:
                     done = False
                     w = acc(0.0, beta)
                 else:
                     w = _fallback_weight(x, x0, tab, at, v, beta, memo)
-                y_w = acc(y[at], beta) if exact else v
+                y_w = acc(y[at], beta) if exact else z
                 g += _term_w(w, v, acc(gy[at], beta), y_w, beta, exact)
     return g, done
 
@@ -251,21 +218,21 @@ def _backward_sweep_for(kc, sc, cc):
     last = (kc - 1) // sc
 
     @_inlined
-    def step(gy, x, y, lse, xb, yb, bases, c0, cs, width, beta, exact, bracket, g):
-        # bracket: exact and beta != 0, a constant in the sweep's common case
+    def step(gy, x, y, lse, xb, yb, bases, c0, cs, width, beta, exact, g):
         zero = acc(0.0, beta)
         for j in range(width):
             c = cs + j
             for u in range(sc):
                 v = acc(x[_u(xb + c * sc + u)], beta)
+                z = _z(v, beta)
                 gj = zero
                 for bb in range(last + 1):
                     b = last - bb
                     if b * sc + u < kc:
                         for q in range(cc):
                             at = _u(_base(q, bases) + yb + c - b)
-                            y_w = acc(y[at], beta) if exact else v
-                            gj += _term(v, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, bracket)
+                            y_w = acc(y[at], beta) if exact else z
+                            gj += _term(v, z, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, exact)
                 g[_u((c - c0) * sc + u)] = gj
 
     @_jit
@@ -282,15 +249,9 @@ def _backward_sweep_for(kc, sc, cc):
         tail = (rest + LANES - 1) // LANES if (LANES - rest % LANES) % LANES <= spare else rest // LANES
         # one loop over whole steps: its trip count is a multiple of any vector
         # width and unroll factor LLVM picks, so no scalar remainder runs
+        step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, g)
         c = c0 + steps * BACK_LANES
-        bracket = exact and beta != acc(0.0, beta)
-        if bracket:
-            # the common case, its test of exact and beta folded away
-            step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, True, g)
-            step(gy, x, y, lse, xb, yb, bases, c0, c, tail * LANES, beta, exact, True, g)
-        else:
-            step(gy, x, y, lse, xb, yb, bases, c0, c0, steps * BACK_LANES, beta, exact, False, g)
-            step(gy, x, y, lse, xb, yb, bases, c0, c, tail * LANES, beta, exact, False, g)
+        step(gy, x, y, lse, xb, yb, bases, c0, c, tail * LANES, beta, exact, g)
         done = min(n, steps * BACK_LANES + tail * LANES)
         for i in range(done * sc):
             gx[_u(gb + c0 * sc + i)] = store(g[_u(i)], gx)

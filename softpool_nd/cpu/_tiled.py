@@ -10,7 +10,7 @@ not take go to the cell-major backward's per-cell path.
 """
 
 from .._loops import XS, YS, D, K, L, O, P, S
-from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term
+from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
 from ._compile import _inlined
 from ._scalar import acc, store
 from ._walk import (
@@ -43,8 +43,7 @@ def _tiled_sweep_for(k, count):
     """
 
     @_inlined
-    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, bracket, g):
-        # bracket: exact and beta != 0, a constant in the sweep's common case
+    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, g):
         zero = acc(0.0, beta)
         for j in range(LANES):
             o = o0 + j
@@ -56,8 +55,9 @@ def _tiled_sweep_for(k, count):
                 b = xb + _base(q, bases) + o * k
                 for i in range(k):
                     v = acc(x[_u(b + i)], beta)
+                    z = _z(v, beta)
                     # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
-                    g[q * k + i, _u(o)] = zero + _term(v, lse_w, gy_w, y_w, beta, bracket)
+                    g[q * k + i, _u(o)] = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
 
     @_inlined
     def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
@@ -67,13 +67,8 @@ def _tiled_sweep_for(k, count):
             return 0  # the per-cell path takes the windows that need it
         spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
-        if exact and beta != acc(0.0, beta):
-            # the common case, its test of exact and beta folded away
-            for t in range(steps):
-                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, True, g)
-        else:
-            for t in range(steps):
-                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, False, g)
+        for t in range(steps):
+            step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, g)
         done = min(n, steps * LANES)
         for q in range(count):
             row = gb + _base(q, bases)
