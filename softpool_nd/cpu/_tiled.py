@@ -43,7 +43,8 @@ def _tiled_sweep_for(k, count):
     """
 
     @_inlined
-    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, g):
+    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, common, g):
+        # common: exact and beta != 0, a constant (see sweep)
         zero = acc(0.0, beta)
         for j in range(LANES):
             o = o0 + j
@@ -55,7 +56,11 @@ def _tiled_sweep_for(k, count):
                 b = xb + _base(q, bases) + o * k
                 for i in range(k):
                     v = acc(x[_u(b + i)], beta)
-                    z = _z(v, beta)
+                    # beta*v rounded, as lse's beta*m was: "+ zero" keeps LLVM from
+                    # contracting the product into an fma with "z - lse" (its error
+                    # there, ~1e31 for beta*v near fmax, would make the weight inf);
+                    # it changes only a -0.0 to 0.0, whose weight exp(-lse) is the same
+                    z = v * beta + zero if common else _z(v, beta)
                     # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
                     g[q * k + i, _u(o)] = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
 
@@ -67,8 +72,14 @@ def _tiled_sweep_for(k, count):
             return 0  # the per-cell path takes the windows that need it
         spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
-        for t in range(steps):
-            step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, g)
+        if exact and beta != acc(0.0, beta):
+            # the common case, its tests of exact and beta folded out of the
+            # vectorised loop (they cost a branch and mask operations per cell)
+            for t in range(steps):
+                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, True, True, g)
+        else:
+            for t in range(steps):
+                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, False, g)
         done = min(n, steps * LANES)
         for q in range(count):
             row = gb + _base(q, bases)
