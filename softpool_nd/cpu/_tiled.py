@@ -24,6 +24,7 @@ from ._walk import (
     _next_window_unit,
     _offsets_scratch,
     _u,
+    wide_vectors,
 )
 
 
@@ -66,6 +67,7 @@ def _tiled_sweep_for(k, count):
 
     @_inlined
     def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
+        wide_vectors()  # a tiling, bound by its arithmetic as the forward's (see wide_vectors)
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         if not _all_lse_ok(lse, yb, yb + n, beta):
