@@ -117,15 +117,27 @@ def test_class_kernels_match_the_oracle(shape, kw, fwd_class, bwd_class, dtype):
             np.testing.assert_allclose(g.astype(np.float64), g_ref, rtol=4 * rtol, atol=8 * rtol)
 
 
+def _general_forward(x, kw, beta=1.0, threads=4):
+    """y and lse from the general forward kernel, whose every window takes the per-window path."""
+    acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
+    out_shape = softpool_nd.output_shape(x.shape, **kw)
+    _, tab = _table(x, kw, out_shape)
+    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
+    lse = backend.empty_like_layout(out_shape, x.strides, acc)
+    xflat, x0 = backend._flat(x)
+    kernels.forward(
+        xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, threads
+    )
+    return y, lse
+
+
 def _run_general(x, kw, beta=1.0):
     """forward and backward through the general kernels, for comparison with the class kernels."""
     acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
     out_shape = softpool_nd.output_shape(x.shape, **kw)
-    geom, tab = _table(x, kw, out_shape)
-    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
-    lse = backend.empty_like_layout(out_shape, x.strides, acc)
+    geom, _ = _table(x, kw, out_shape)
+    y, lse = _general_forward(x, kw, beta)
     xflat, x0 = backend._flat(x)
-    kernels.forward(xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, 4)
     gy = np.ones(out_shape, x.dtype)
     gx = backend.empty_like_layout(x.shape, x.strides, x.dtype)
     tab_b = loop_table(geom, element_strides(x), element_strides(y), element_strides(gx))

@@ -8,23 +8,11 @@ three kinds of beta (the rules of NUMERICS.md take branches).
 
 import numpy as np
 import pytest
-from test_cpu_kernels import _table
+from test_cpu_kernels import _general_forward, _table
 
 import softpool_nd
-from softpool_nd.cpu import backend, kernels
+from softpool_nd.cpu import kernels
 from softpool_nd.cpu._walk import LANES
-
-
-def _general_forward(x, kw, beta):
-    """y and lse from the general kernel, whose every window takes the per-window path."""
-    acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
-    out_shape = softpool_nd.output_shape(x.shape, **kw)
-    _, tab = _table(x, kw, out_shape)
-    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
-    lse = backend.empty_like_layout(out_shape, x.strides, acc)
-    xflat, x0 = backend._flat(x)
-    kernels.forward(xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, 1)
-    return y, lse
 
 
 def _assert_same_bits(got, want, msg):
@@ -65,7 +53,7 @@ def test_forward_sweeps_give_the_per_window_bits_for_every_row_length(outer, kw,
         assert kernels.forward_kernel(_table(x, kw, out_shape)[1]) is kernels._FORWARD_KERNELS[cls]
         for beta in (1.0, -2.0, 0.0):
             y, lse = softpool_nd.forward(x, beta=beta, **kw)
-            y_g, lse_g = _general_forward(x, kw, beta)
+            y_g, lse_g = _general_forward(x, kw, beta, threads=1)
             msg = f"{n} windows, beta {beta}"
             _assert_same_bits(y, y_g, msg)
             _assert_same_bits(lse, lse_g, msg)
