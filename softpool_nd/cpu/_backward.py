@@ -29,6 +29,7 @@ from ._walk import (
     _first_unit,
     _member,
     _next_unit,
+    _row_geometry,
     _u,
 )
 
@@ -175,7 +176,9 @@ def _cell_grad(gy, x, y, lse, xj, j, offs, count, Ki, Si, Di, Pi, Oi, ys, beta, 
     prunes the other branch); the caller then calls ``_cell_backward_careful``,
     the same function compiled apart with a memo, which takes those windows'
     weights from ``_fallback_weight``. The rare path stays out of the hot one:
-    inlined there, it made the k3s2 backward 1.4x slower.
+    inlined there, it made the k3s2 backward 1.4x slower. For the same reason
+    each caller writes out both calls: an inlined wrapper doing the two made
+    the k3s2 backward 1.2x (NCHW) to 2.5x (channels-last) slower.
     """
     v = acc(x[_u(xj)], beta)
     z = _z(v, beta)
@@ -285,14 +288,7 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
         gbuf = scratch[0]
         memo = _memo()
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L],
-            tab[inner, O],
-            tab[inner, K],
-            tab[inner, S],
-            tab[inner, D],
-            tab[inner, P],
-        )
+        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys, gs = tab[inner, XS], tab[inner, YS], tab[inner, GS]
         oa, cf, n, n_blocks = _block_cells(Oi, Li, Ki, Si, Di, Pi)
         # Block cells: those of c in [cf, n), clamped to the row: with a stride

@@ -19,7 +19,7 @@ evaluate the same formula in the same cell order, so they give the same bits.
 
 import numpy as np
 
-from .._loops import XS, YS, D, K, L, O, P, S
+from .._loops import XS, YS
 from ._compile import _inlined, _jit
 from ._scalar import acc, exp_le0, log_ge1, store
 from ._walk import (
@@ -32,6 +32,7 @@ from ._walk import (
     _interior,
     _n_blocks,
     _next_window_unit,
+    _row_geometry,
     _u,
     wide_vectors,
 )
@@ -235,14 +236,7 @@ def _forward_units_for(sweep, cells):
     def units(args, u0, u1, offs, idx, scratch):
         x, x0, tab, beta, y, lse, with_lse = args
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L],
-            tab[inner, O],
-            tab[inner, K],
-            tab[inner, S],
-            tab[inner, D],
-            tab[inner, P],
-        )
+        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
         oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
         n = ob - oa

@@ -9,7 +9,7 @@ lse and grad_y are read once, not once per input row. Cells the sweep does
 not take go to the cell-major backward's per-cell path.
 """
 
-from .._loops import XS, YS, D, K, L, O, P, S
+from .._loops import XS, YS
 from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
 from ._compile import _inlined
 from ._scalar import acc, store
@@ -23,6 +23,7 @@ from ._walk import (
     _n_blocks,
     _next_window_unit,
     _offsets_scratch,
+    _row_geometry,
     _u,
     wide_vectors,
 )
@@ -107,14 +108,7 @@ def _tiled_units_for(sweep, cells):
     def units(args, u0, u1, offs, idx, g):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = (
-            tab[inner, L],
-            tab[inner, O],
-            tab[inner, K],
-            tab[inner, S],
-            tab[inner, D],
-            tab[inner, P],
-        )
+        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
         n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
         n_blocks = _n_blocks(n)

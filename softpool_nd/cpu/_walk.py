@@ -56,6 +56,12 @@ def wide_vectors(typingctx):
 
 
 @_jit
+def _row_geometry(tab, inner):
+    """(L, O, K, S, D, P) of loop-table row ``inner``: input and output length, kernel, stride, dilation, padding."""
+    return tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+
+
+@_jit
 def _u(i):
     return np.uint64(i)
 
@@ -236,7 +242,8 @@ def _window_work(tab):
     for a in range(inner):
         n_rows *= tab[a, O]
         n_cells *= tab[a, K]
-    oa, ob = _interior(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])
+    Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
+    oa, ob = _interior(Oi, Li, Ki, Si, Di, Pi)
     return n_rows * _n_blocks(ob - oa), n_cells
 
 
@@ -323,5 +330,6 @@ def _cell_work(tab):
     for a in range(inner):
         n_rows *= tab[a, L]
         n_windows *= (tab[a, D] * (tab[a, K] - 1)) // tab[a, S] + 1
-    blocks = _block_cells(tab[inner, O], tab[inner, L], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P])[3]
+    Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
+    blocks = _block_cells(Oi, Li, Ki, Si, Di, Pi)[3]
     return n_rows * blocks, n_windows

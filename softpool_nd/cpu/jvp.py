@@ -30,11 +30,11 @@ in column XS, through the same ``_window_offsets`` the forward uses.
 import numpy as np
 from numba import prange
 
-from .._loops import GS, XS, YS, D, K, L, O, P, S
+from .._loops import GS, XS, YS, K, O
 from ._cache import cached_njit
 from ._compile import _OPTIONS, _inlined, _jit
 from ._scalar import acc, exp_le0, store
-from ._walk import _clip, _next_row, _row_index, _u, _window_offsets
+from ._walk import _clip, _next_row, _row_geometry, _row_index, _u, _window_offsets
 
 __all__ = ["jvp_kernel", "dx_table"]
 
@@ -140,7 +140,7 @@ def jvp_kernel(x, x0, dx, d0, tab, dtab, beta, y, lse, dy, tasks):
     for a in range(inner):
         rows *= tab[a, O]
         cells *= tab[a, K]
-    Li, Oi, Ki, Si, Di, Pi = tab[inner, L], tab[inner, O], tab[inner, K], tab[inner, S], tab[inner, D], tab[inner, P]
+    Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
     xs, ds, ys = tab[inner, XS], tab[inner, GS], tab[inner, YS]
     n_chunks = max(1, min(rows, tasks))
     for c in prange(n_chunks):
