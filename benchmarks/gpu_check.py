@@ -5,9 +5,16 @@
 
 Run from the project checkout. It installs only what is missing (CuPy for the
 driver's CUDA major version, the NVRTC and runtime-header wheels, pytest;
-torch only for the torch steps) and then runs each step in its own process
-with its own time limit, so a crash or hang in one step cannot hide the others:
+torch only for the torch steps; pip gives up quickly where no index can be
+reached) and then runs each step in its own process group with its own time
+limit, so a crash or hang in one step cannot hide the others (a step past its
+limit is killed with every process it started):
 
+0. compile: the first-call compiles, timed apart so that no later step pays
+   them: CuPy's NVRTC build of every kernel instantiation (kept in CuPy's
+   kernel cache, ``$CUPY_CACHE_DIR``), and, in parallel worker processes, the
+   numba CPU kernels the correctness sweep compares with (kept in numba's
+   cache); their times are rows of the table;
 1. ``pytest -m gpu``: every test marked for a GPU;
 2. correctness: randomized configurations, every layout, forward, backward and jvp against the CPU
    backend; out= (what softpool_nd.torch passes for CUDA tensors) bit for bit; the overflowing-beta
@@ -29,8 +36,10 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +52,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the checkout's package and th
 TARGETS = {"forward_vs_copy": 80.0, "backward_vs_copy": 70.0, "vs_torch": 5.0}
 
 #: Seconds each step may take; the sum stays under 8 minutes with the installs.
-LIMITS = {"pytest": 150, "correctness": 80, "bandwidth": 90, "overhead": 20, "torch": 110}
+LIMITS = {"compile": 120, "pytest": 100, "correctness": 50, "bandwidth": 60, "overhead": 15, "torch": 100}
+
+#: pip on a machine without an index (a sealed GPU box) fails in seconds instead of retrying for minutes.
+_PIP_OFFLINE = ("--retries", "1", "--timeout", "10")
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -64,7 +76,7 @@ def _cuda_major():
 
 
 def _pip(*packages):
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", *packages]
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", *_PIP_OFFLINE, *packages]
     print("installing:", " ".join(packages), flush=True)
     return subprocess.run(cmd, timeout=240).returncode == 0
 
@@ -81,12 +93,9 @@ def setup():
         ok = _pip("-e", f"{ROOT}[{extra}]")
         rows.append(("setup", f"installed softpool_nd[{extra}]", "yes" if ok else "failed", "", "-" if ok else "FAIL"))
     else:
-        # cupy is there (say cupy-cuda13x with torch): add NVRTC and the runtime headers for its CUDA only if missing
-        probe = (
-            "import cupy; from cupy.cuda import compiler; compiler._get_nvrtc_version(); "
-            "print(cupy.cuda.runtime.runtimeGetVersion() // 1000)"
-        )
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        # cupy is there (say cupy-cuda13x with torch): add NVRTC and the runtime headers for its CUDA only if
+        # a kernel that includes cuda_fp16.h (as softpool.cu does) does not compile
+        done = subprocess.run([sys.executable, "-c", _NVRTC_PROBE], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             cuda = 13 if "cuda13" in " ".join(_cupy_dists()) else 12
             wheels = (
@@ -110,6 +119,14 @@ def setup():
     return rows
 
 
+#: Compiles a kernel through CuPy's NVRTC path with the header softpool.cu needs: NVRTC and headers are there.
+_NVRTC_PROBE = """
+import cupy
+src = '#include <cuda_fp16.h>\\nextern "C" __global__ void probe(__half* p) { p[0] = __float2half(1.0f); }'
+cupy.RawKernel(src, "probe").compile()
+"""
+
+
 def _cupy_dists():
     from softpool_nd.gpu.cuda import cupy_distributions
 
@@ -120,17 +137,105 @@ def _cupy_dists():
 
 
 def step_pytest(quick):
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    # stops itself before the step's limit, so that the table shows how far it got
+    rc, out, err = _run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"], LIMITS["pytest"] - 10
     )
-    tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
+    tail = out.strip().splitlines()[-1] if out.strip() else err[-200:]
+    print(out[-6000:], file=sys.stderr)
+    if rc is None:
+        stopped = f"stopped at {LIMITS['pytest'] - 10} s: {tail[-60:]}"
+        return [("pytest -m gpu", "summary", stopped, "no failures", "FAIL")]
     failed = re.search(r"(\d+) (failed|error)", tail)
-    print(done.stdout[-6000:], file=sys.stderr)
+    return [("pytest -m gpu", "summary", tail, "no failures", "FAIL" if rc not in (0, 5) or failed else "PASS")]
+
+
+_DTYPES = ("float16", "float32", "float64")
+
+
+def _sweep(quick):
+    """The correctness sweep's cases, reproducible: (i, shape, kw, beta, x, gy, dx, layout seed)."""
+    import numpy as np
+
+    import softpool_nd
+
+    from configs import random_config
+
+    rng = np.random.default_rng(20261126)
+    for i in range(40 if quick else 300):
+        shape, kw = random_config(rng)
+        dtype = np.dtype(_DTYPES[i % 3])
+        beta = float(rng.choice([1.0, 0.0, -0.7, 2.5]))
+        x = (rng.standard_normal(shape) * 3).astype(dtype)
+        if i % 5 == 0:
+            x.reshape(-1)[rng.integers(x.size)] = rng.choice([np.inf, -np.inf, np.nan])
+        gy = rng.standard_normal(softpool_nd.output_shape(shape, **kw)).astype(dtype)
+        dx = rng.standard_normal(shape).astype(dtype)
+        yield i, shape, kw, beta, x, gy, dx, int(rng.integers(2**31))
+
+
+def _overflows():
+    """tests/test_numerics.py's cases with beta * x beyond the accumulation dtype: (shape, kw, beta, x, gy)."""
+    import numpy as np
+    import test_numerics
+
+    import softpool_nd
+
+    rng = np.random.default_rng(20261127)
+    for shape, kw in test_numerics._CASES:
+        for dtype, scale, beta in test_numerics._OVERFLOWS:
+            x = (rng.normal(size=shape) * scale).astype(dtype)
+            x.flat[::7] = 4 * scale * np.sign(beta)
+            gy = rng.normal(size=softpool_nd.output_shape(shape, **kw)).astype(dtype)
+            yield shape, kw, beta, x, gy
+
+
+def _on_cpu(x, gy, dx, beta, kw):
+    """The CPU backend's y, lse, gradients (exact, weights) and jvp: what the GPU results are compared with."""
+    import softpool_nd
+
+    y, lse = softpool_nd.forward(x, beta=beta, **kw)
+    grads = {g: softpool_nd.backward(gy, x, y=y, lse=lse, beta=beta, gradient=g, **kw) for g in ("exact", "weights")}
+    return y, lse, grads, softpool_nd.jvp(x, dx, y=y, lse=lse, beta=beta, **kw)
+
+
+def _warm_cpu(part, quick):
+    """Compile (or load from numba's cache) the CPU kernels of one third of the sweep; seconds taken."""
+    t0 = time.perf_counter()
+    for i, _, kw, beta, x, gy, dx, _ in _sweep(quick):
+        if i % 3 == part:
+            _on_cpu(x, gy, dx, beta, kw)
+    for j, (_, kw, beta, x, gy) in enumerate(_overflows()):
+        if j % 3 == part:
+            _on_cpu(x, gy, x, beta, kw)
+    return time.perf_counter() - t0
+
+
+def _compile_cuda():
+    """Build the CUDA module and load every kernel (CuPy compiles all instantiations in one NVRTC call)."""
+    from softpool_nd.gpu import cuda
+
+    launcher = cuda.launcher()
+    for name in launcher.names:
+        launcher.function(name)
+    return len(launcher.names)
+
+
+def step_compile(quick):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # numba compiles one function at a time: three worker processes (spawned, so no CUDA state is inherited)
+    # compile the CPU kernels while this one waits for NVRTC
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        cpu = [pool.submit(_warm_cpu, part, quick) for part in range(3)]
+        t0 = time.perf_counter()
+        kernels = _compile_cuda()
+        gpu = time.perf_counter() - t0
+        cpu_s = max(f.result() for f in cpu)
     return [
-        ("pytest -m gpu", "summary", tail, "no failures", "FAIL" if done.returncode not in (0, 5) or failed else "PASS")
+        ("compile", f"CUDA module, {kernels} kernels (NVRTC or CuPy's cache)", f"{gpu:.1f} s", "", "-"),
+        ("compile", "CPU kernels of the sweep (numba or its cache)", f"{cpu_s:.1f} s", "", "-"),
     ]
 
 
@@ -140,35 +245,26 @@ def step_correctness(quick):
 
     import softpool_nd
 
-    from configs import random_config, random_layout, tolerance
+    from configs import random_layout, tolerance
 
-    rng = np.random.default_rng(20261126)
-    dtypes = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
+    dtypes = [np.dtype(d) for d in _DTYPES]
     worst = {dt: 0.0 for dt in dtypes}
     count = {dt: 0 for dt in dtypes}
     deterministic = same_out = True
-    for i in range(40 if quick else 300):
-        shape, kw = random_config(rng)
-        dtype = dtypes[i % 3]
-        beta = float(rng.choice([1.0, 0.0, -0.7, 2.5]))
-        x = (rng.standard_normal(shape) * 3).astype(dtype)
-        if i % 5 == 0:
-            x.reshape(-1)[rng.integers(x.size)] = rng.choice([np.inf, -np.inf, np.nan])
-        y, lse = softpool_nd.forward(x, beta=beta, **kw)
-        gy = rng.standard_normal(y.shape).astype(dtype)
+    for _, _, kw, beta, x, gy, dx, seed in _sweep(quick):
+        rng = np.random.default_rng(seed)
+        dtype = x.dtype
+        y, lse, gx, dy = _on_cpu(x, gy, dx, beta, kw)
         xg = random_layout(rng, cp.asarray(x), cp)
         gyg = random_layout(rng, cp.asarray(gy), cp)
         yg, lseg = softpool_nd.forward(xg, beta=beta, **kw)
         errs = [_worst(cp.asnumpy(yg), y), _worst(cp.asnumpy(lseg), lse)]
         for gradient in ("exact", "weights"):
-            gx = softpool_nd.backward(gy, x, y=y, lse=lse, beta=beta, gradient=gradient, **kw)
             gxg = softpool_nd.backward(gyg, xg, y=yg, lse=lseg, beta=beta, gradient=gradient, **kw)
             again = softpool_nd.backward(gyg, xg, y=yg, lse=lseg, beta=beta, gradient=gradient, **kw)
             bits = [np.ascontiguousarray(cp.asnumpy(a)).view(np.uint8) for a in (gxg, again)]
             deterministic &= bool((bits[0] == bits[1]).all())
-            errs.append(_worst(cp.asnumpy(gxg), gx) / 4)
-        dx = rng.standard_normal(shape).astype(dtype)
-        dy = softpool_nd.jvp(x, dx, y=y, lse=lse, beta=beta, **kw)
+            errs.append(_worst(cp.asnumpy(gxg), gx[gradient]) / 4)
         dyg = softpool_nd.jvp(xg, random_layout(rng, cp.asarray(dx), cp), y=yg, lse=lseg, beta=beta, **kw)
         errs.append(_worst(cp.asnumpy(dyg), dy) / 4)
         # preallocated outputs (the torch CUDA path): the same bits as the allocating calls
@@ -180,25 +276,17 @@ def step_correctness(quick):
         worst[dtype] = max(worst[dtype], *errs)
         count[dtype] += 1
     # NUMERICS.md: beta * x beyond the accumulation dtype (tests/test_numerics.py's cases), vs the CPU backend
-    import test_numerics
-
     overflow = 0.0
-    for shape, kw in test_numerics._CASES:
-        for dtype, scale, beta in test_numerics._OVERFLOWS:
-            x = (rng.normal(size=shape) * scale).astype(dtype)
-            x.flat[::7] = 4 * scale * np.sign(beta)
-            xg = cp.asarray(x)
-            y, lse = softpool_nd.forward(x, beta=beta, **kw)
-            yg, lseg = softpool_nd.forward(xg, beta=beta, **kw)
-            gy = rng.normal(size=y.shape).astype(dtype)
-            errs = [_worst(cp.asnumpy(yg), y)]
-            for gradient in ("exact", "weights"):
-                gx = softpool_nd.backward(gy, x, y=y, lse=lse, beta=beta, gradient=gradient, **kw)
-                gxg = softpool_nd.backward(cp.asarray(gy), xg, y=yg, lse=lseg, beta=beta, gradient=gradient, **kw)
-                errs.append(_worst(cp.asnumpy(gxg), gx))
-            dy = softpool_nd.jvp(x, x, y=y, lse=lse, beta=beta, **kw)
-            errs.append(_worst(cp.asnumpy(softpool_nd.jvp(xg, xg, y=yg, lse=lseg, beta=beta, **kw)), dy))
-            overflow = max(overflow, *errs)
+    for _, kw, beta, x, gy in _overflows():
+        y, lse, gx, dy = _on_cpu(x, gy, x, beta, kw)
+        xg = cp.asarray(x)
+        yg, lseg = softpool_nd.forward(xg, beta=beta, **kw)
+        errs = [_worst(cp.asnumpy(yg), y)]
+        for gradient in ("exact", "weights"):
+            gxg = softpool_nd.backward(cp.asarray(gy), xg, y=yg, lse=lseg, beta=beta, gradient=gradient, **kw)
+            errs.append(_worst(cp.asnumpy(gxg), gx[gradient]))
+        errs.append(_worst(cp.asnumpy(softpool_nd.jvp(xg, xg, y=yg, lse=lseg, beta=beta, **kw)), dy))
+        overflow = max(overflow, *errs)
     rows = []
     for dt in dtypes:
         tol = tolerance(dt)[0]
@@ -356,6 +444,7 @@ def step_torch(quick):
 
 
 STEPS = {
+    "compile": step_compile,
     "pytest": step_pytest,
     "correctness": step_correctness,
     "bandwidth": step_bandwidth,
@@ -367,19 +456,44 @@ STEPS = {
 # ------------------------------------------------------------------------------------------- driver
 
 
+def _text(v):
+    return v.decode(errors="replace") if isinstance(v, bytes) else v or ""
+
+
+def _run(cmd, limit):
+    """Run ``cmd`` in its own process group for at most ``limit`` seconds: (return code or None when it
+    ran out of time, stdout, stderr). Past the limit the whole group is killed: a step's own children
+    (pytest, compile workers) do not live on into the next step."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_PYTHON_CLIENT_PREALLOCATE="false")  # JAX: no 75% grab
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=limit)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired as timed_out:
+        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # a process of its own session still holds the pipes: keep what came
+            proc.kill()
+            out, err = (_text(v) for v in (timed_out.stdout, timed_out.stderr))
+        return None, out, err
+
+
 def _run_step(name, quick):
     """Run one step in a child process under its time limit; its rows, or a FAIL row saying why."""
     cmd = [sys.executable, __file__, "--step", name] + (["--quick"] if quick else [])
     t0 = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=LIMITS[name], cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return [(name, "step", f"timed out after {LIMITS[name]} s", f"< {LIMITS[name]} s", "FAIL")]
+    rc, out, err = _run(cmd, LIMITS[name])
     took = time.perf_counter() - t0
-    sys.stderr.write(done.stderr[-4000:])
-    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    if done.returncode != 0 or not last.startswith("["):
-        why = (done.stderr.strip().splitlines() or ["no output"])[-1][:100]
+    sys.stderr.write(err[-4000:])
+    if rc is None:
+        last = (err.strip().splitlines() or ["no output"])[-1][:80]
+        return [(name, "step", f"timed out after {LIMITS[name]} s (last: {last})", f"< {LIMITS[name]} s", "FAIL")]
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if rc != 0 or not last.startswith("["):
+        why = (err.strip().splitlines() or ["no output"])[-1][:100]
         return [(name, "step", f"crashed: {why}", "", "FAIL")]
     return [tuple(r) for r in json.loads(last)] + [(name, "step time", f"{took:.0f} s", f"< {LIMITS[name]} s", "-")]
 

@@ -111,3 +111,41 @@ def test_gpu_check_torch_formula_is_softpool(gpu_check, shape, kw):
     x = np.random.default_rng(2).standard_normal(shape)
     got = gpu_check.torch_formula(torch, torch.from_numpy(x), kw, len(shape) - 2).numpy()
     np.testing.assert_allclose(got, softpool_nd.pool(x, **kw), rtol=1e-12)
+
+
+def _alive(pid):
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" not in status.read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_gpu_check_step_past_its_limit_is_killed_with_its_children(gpu_check, tmp_path):
+    """A step that hangs (say pytest inside the pytest step) must not live on into the next steps."""
+    pid_file = tmp_path / "grandchild"
+    child = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(120)"
+    )
+    t0 = time.perf_counter()
+    rc, out, _ = gpu_check._run([sys.executable, "-c", child], 5)
+    assert rc is None and "started" in out and time.perf_counter() - t0 < 60
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # SIGKILL is delivered asynchronously
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+    assert gpu_check._run([sys.executable, "-c", "print('ok')"], 30) == (0, "ok\n", "")
+
+
+def test_gpu_check_compile_step_warms_every_cpu_call_of_the_sweep(monkeypatch, gpu_check):
+    """The compile step's three CPU workers together make every CPU call the correctness step makes, once."""
+    seen = []
+    monkeypatch.setattr(gpu_check, "_on_cpu", lambda x, gy, dx, beta, kw: seen.append((x.tobytes(), beta, repr(kw))))
+    for part in range(3):
+        gpu_check._warm_cpu(part, quick=True)
+    cases = [(x.tobytes(), beta, repr(kw)) for _, _, kw, beta, x, *_ in gpu_check._sweep(quick=True)]
+    cases += [(x.tobytes(), beta, repr(kw)) for _, kw, beta, x, _ in gpu_check._overflows()]
+    assert sorted(seen) == sorted(cases) and len(cases) == 40 + 25
+    assert list(gpu_check.STEPS)[0] == "compile"  # before any step that would compile on first use

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .._dtypes import accumulation_dtype, bfloat16
-from .._loops import GS, NCOLS, XS, YS, D, K, L, O, P, S
+from .._loops import GS, NCOLS, XS, YS, D, K, L, O, P, S, _is_batch
 
 __all__ = [
     "MAX_DIMS",
@@ -49,6 +49,7 @@ NDIVS = 6
 TABLE_DTYPE = np.dtype(
     [
         ("ndim", np.int64),
+        ("batch", np.int64),
         ("r", np.int64, (MAX_DIMS, NCOLS)),
         ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
         ("every", np.int64, (MAX_DIMS,)),
@@ -176,7 +177,8 @@ def magic(d, bits):
 def pack_table(tab, shape, index="long long"):
     """The loop table as a one-element structured array: CuPy passes such a host array by value.
 
-    Each row's divisors get magic numbers for the kernel's ``index`` width.
+    Each row's divisors get magic numbers for the kernel's ``index`` width;
+    ``batch`` has bit a set where row a is unpooled (``_loops._is_batch``).
     ValueError past MAX_DIMS rows.
     """
     if tab.shape[0] > MAX_DIMS:
@@ -188,6 +190,7 @@ def pack_table(tab, shape, index="long long"):
     packed["ndim"] = tab.shape[0]
     packed["r"][0, : tab.shape[0]] = tab
     bits = 32 if index == "int" else 64
+    packed["batch"] = sum(1 << a for a, row in enumerate(tab) if _is_batch(row))
     for a, row in enumerate(tab):
         every = int(row[D]) // math.gcd(int(row[S]), int(row[D]))
         packed["every"][0, a] = every

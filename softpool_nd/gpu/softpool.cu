@@ -52,6 +52,7 @@ enum { DIV_O, DIV_L, DIV_S, DIV_D, DIV_E, DIV_Y, SP_NDIVS };
 
 struct LoopTable {
     long long ndim;
+    long long batch;  // bit a set: row a is unpooled (softpool_nd._loops._is_batch), its window the cell itself
     long long r[SP_MAX_DIMS][SP_NCOLS];
     unsigned long long div[SP_MAX_DIMS][SP_NDIVS][2];  // {multiplier, shift} for the kernel's index width
     long long every[SP_MAX_DIMS];                      // the divisor of DIV_E: D / gcd(S, D)
@@ -173,6 +174,14 @@ template <typename A> struct SpSum {
     __device__ __forceinline__ A value() const { return (A)(total + (double)block); }
 };
 
+// True for an unpooled row (K == 1, S == 1, P == 0; launch.py sets bit a
+// from softpool_nd._loops._is_batch): the window of output o is input cell o,
+// always real, so the decode skips sp_axis's clip and slot bookkeeping. On
+// sm_90 such a row costs ~24 SASS instructions instead of ~51, a pooled row
+// ~59 (the test and branch); batch and channel rows are a third (NCHW) to a
+// half (NHWC) of a 2-D pool's rows. The same integers as the general path.
+__device__ __forceinline__ bool sp_batch(const LoopTable& tab, int a) { return ((unsigned)tab.batch >> a) & 1u; }
+
 // Adds window o of table row a to win: its first cell to xbase, its number of
 // real (non-padding) cells along the row to count.
 template <typename I, int W>
@@ -202,7 +211,8 @@ __device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, 
         const I o = rem - q * (I)tab.r[a][COL_O];
         rem = q;
         ybase += o * (I)tab.r[a][COL_YS];
-        sp_axis<I, W>(tab, a, o, win, xbase, count);
+        if (sp_batch(tab, a)) xbase += o * (I)tab.r[a][COL_XS];
+        else sp_axis<I, W>(tab, a, o, win, xbase, count);
     }
 }
 
@@ -220,7 +230,8 @@ __device__ __forceinline__ void sp_window_at(const LoopTable& tab, I at, Slots<I
             const I q = sp_div(at, tab.div[a][DIV_Y]);
             o = q - sp_div(q, tab.div[a][DIV_O]) * O;
         }
-        sp_axis<I, W>(tab, a, o, win, xbase, count);
+        if (sp_batch(tab, a)) xbase += o * (I)tab.r[a][COL_XS];
+        else sp_axis<I, W>(tab, a, o, win, xbase, count);
     }
 }
 
@@ -411,6 +422,10 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
             rem = q;
             xbase += j * (I)r[COL_XS];
             gbase += j * (I)r[COL_GS];
+            if (sp_batch(tab, a)) {  // the one window holding cell j is output j, with one real cell here
+                ybase += j * YS;
+                continue;
+            }
             const I t = j + P;
             const I tS = sp_div(t, f[DIV_S]);
             if (!Overlap) {
