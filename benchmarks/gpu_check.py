@@ -70,7 +70,7 @@ def _cuda_major():
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
-    done = subprocess.run([smi], capture_output=True, text=True)
+    done = subprocess.run([smi], capture_output=True, text=True, timeout=60)
     found = re.search(r"CUDA Version:\s*(\d+)", done.stdout)
     return int(found.group(1)) if found else None
 

@@ -205,7 +205,7 @@ def test_gpu_host_kernel_constants_match_python():
     assert int(re.search(r"#define SP_MAX_DIMS (\d+)", text).group(1)) == launch.MAX_DIMS
     divs = re.search(r"enum \{\s*(DIV_[^}]*)\}", text).group(1).replace(" ", "").split(",")
     assert divs == ["DIV_O", "DIV_L", "DIV_S", "DIV_D", "DIV_E", "DIV_Y", "SP_NDIVS"] and len(divs) - 1 == launch.NDIVS
-    assert launch.TABLE_DTYPE.itemsize == 8 * (2 + launch.MAX_DIMS * (NCOLS + 2 * launch.NDIVS + 1))
+    assert launch.TABLE_DTYPE.itemsize == 8 * (3 + launch.MAX_DIMS * (NCOLS + 2 * launch.NDIVS + 1))
     assert launch.TABLE_DTYPE.itemsize < 4096 - 128  # CUDA's parameter limit, with room for the other arguments
 
 

@@ -50,6 +50,7 @@ TABLE_DTYPE = np.dtype(
     [
         ("ndim", np.int64),
         ("batch", np.int64),
+        ("whole", np.int64),
         ("r", np.int64, (MAX_DIMS, NCOLS)),
         ("div", np.uint64, (MAX_DIMS, NDIVS, 2)),
         ("every", np.int64, (MAX_DIMS,)),
@@ -178,7 +179,8 @@ def pack_table(tab, shape, index="long long"):
     """The loop table as a one-element structured array: CuPy passes such a host array by value.
 
     Each row's divisors get magic numbers for the kernel's ``index`` width;
-    ``batch`` has bit a set where row a is unpooled (``_loops._is_batch``).
+    ``batch`` has bit a set where row a is unpooled (``_loops._is_batch``),
+    ``whole`` where no window of row a needs clipping (:func:`_whole`).
     ValueError past MAX_DIMS rows.
     """
     if tab.shape[0] > MAX_DIMS:
@@ -191,6 +193,7 @@ def pack_table(tab, shape, index="long long"):
     packed["r"][0, : tab.shape[0]] = tab
     bits = 32 if index == "int" else 64
     packed["batch"] = sum(1 << a for a, row in enumerate(tab) if _is_batch(row))
+    packed["whole"] = sum(1 << a for a, whole in enumerate(_whole(tab)) if whole)
     for a, row in enumerate(tab):
         every = int(row[D]) // math.gcd(int(row[S]), int(row[D]))
         packed["every"][0, a] = every
@@ -225,6 +228,12 @@ def launch_forward(launcher, x, y, lse, tab, beta, acc_dtype):
     lse = NULL if lse is None else lse
     args = (x, y, lse, pack_table(tab, x.shape, index), np.dtype(acc_dtype).type(beta), _scalar(index)(n_out))
     launcher.launch(_forward_name(t, a, index, _width(tab)), launcher.grid(n_out), args)
+
+
+def _whole(tab):
+    """Per row of ``tab``: every window lies inside the input (no padding, the last window ends inside),
+    so the kernels need not clip it."""
+    return (tab[:, P] == 0) & ((tab[:, O] - 1) * tab[:, S] + (tab[:, K] - 1) * tab[:, D] < tab[:, L])
 
 
 def _covered(tab):

@@ -53,6 +53,7 @@ enum { DIV_O, DIV_L, DIV_S, DIV_D, DIV_E, DIV_Y, SP_NDIVS };
 struct LoopTable {
     long long ndim;
     long long batch;  // bit a set: row a is unpooled (softpool_nd._loops._is_batch), its window the cell itself
+    long long whole;  // bit a set: no window of row a reaches past the input (launch._whole): nothing to clip
     long long r[SP_MAX_DIMS][SP_NCOLS];
     unsigned long long div[SP_MAX_DIMS][SP_NDIVS][2];  // {multiplier, shift} for the kernel's index width
     long long every[SP_MAX_DIMS];                      // the divisor of DIV_E: D / gcd(S, D)
@@ -174,13 +175,14 @@ template <typename A> struct SpSum {
     __device__ __forceinline__ A value() const { return (A)(total + (double)block); }
 };
 
-// True for an unpooled row (K == 1, S == 1, P == 0; launch.py sets bit a
-// from softpool_nd._loops._is_batch): the window of output o is input cell o,
-// always real, so the decode skips sp_axis's clip and slot bookkeeping. On
-// sm_90 such a row costs ~24 SASS instructions instead of ~51, a pooled row
-// ~59 (the test and branch); batch and channel rows are a third (NCHW) to a
-// half (NHWC) of a 2-D pool's rows. The same integers as the general path.
-__device__ __forceinline__ bool sp_batch(const LoopTable& tab, int a) { return ((unsigned)tab.batch >> a) & 1u; }
+// Bit a of a row mask (batch, whole). The decode of a pooled row is ~51 SASS
+// instructions on sm_90, most of them sp_clip's and the slots'; an unpooled
+// row (batch: K == 1, S == 1, P == 0) needs neither, its window the input
+// cell o (~24), and a row whose windows all lie inside the input (whole: no
+// padding, the last window inside) skips the clip. Batch and channel rows are
+// a third (NCHW) to a half (NHWC) of a 2-D pool's rows; k2s2 without padding
+// is whole on every pooled row. The integers are those of the general path.
+__device__ __forceinline__ bool sp_bit(long long mask, int a) { return ((unsigned)mask >> a) & 1u; }
 
 // Adds window o of table row a to win: its first cell to xbase, its number of
 // real (non-padding) cells along the row to count.
@@ -189,8 +191,8 @@ __device__ __forceinline__ void sp_axis(const LoopTable& tab, int a, I o, Slots<
     const long long* r = tab.r[a];
     const I D = (I)r[COL_D], XS = (I)r[COL_XS];
     const I start = o * (I)r[COL_S] - (I)r[COL_P];
-    I lo, hi;
-    sp_clip<I>(start, (I)r[COL_K], D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
+    I lo = 0, hi = (I)r[COL_K];
+    if (!sp_bit(tab.whole, a)) sp_clip<I>(start, hi, D, (I)r[COL_L], tab.div[a][DIV_D], lo, hi);
     xbase += (start + lo * D) * XS;
     count *= hi - lo;
     win.add(hi - lo, D * XS);
@@ -211,7 +213,7 @@ __device__ __forceinline__ void sp_window(const LoopTable& tab, I idx, Slots<I, 
         const I o = rem - q * (I)tab.r[a][COL_O];
         rem = q;
         ybase += o * (I)tab.r[a][COL_YS];
-        if (sp_batch(tab, a)) xbase += o * (I)tab.r[a][COL_XS];
+        if (sp_bit(tab.batch, a)) xbase += o * (I)tab.r[a][COL_XS];
         else sp_axis<I, W>(tab, a, o, win, xbase, count);
     }
 }
@@ -230,7 +232,7 @@ __device__ __forceinline__ void sp_window_at(const LoopTable& tab, I at, Slots<I
             const I q = sp_div(at, tab.div[a][DIV_Y]);
             o = q - sp_div(q, tab.div[a][DIV_O]) * O;
         }
-        if (sp_batch(tab, a)) xbase += o * (I)tab.r[a][COL_XS];
+        if (sp_bit(tab.batch, a)) xbase += o * (I)tab.r[a][COL_XS];
         else sp_axis<I, W>(tab, a, o, win, xbase, count);
     }
 }
@@ -422,7 +424,7 @@ __global__ void softpool_backward(const T* __restrict__ gy, const T* __restrict_
             rem = q;
             xbase += j * (I)r[COL_XS];
             gbase += j * (I)r[COL_GS];
-            if (sp_batch(tab, a)) {  // the one window holding cell j is output j, with one real cell here
+            if (sp_bit(tab.batch, a)) {  // the one window holding cell j is output j, with one real cell here
                 ybase += j * YS;
                 continue;
             }
