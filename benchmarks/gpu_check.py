@@ -1,10 +1,10 @@
 """One command for a fresh H100/H200 machine: is softpool_nd's GPU path right, and how fast is it?
 
-    python benchmarks/gpu_check.py            # the steps' time limits add up to 7 min 30 s
-    python benchmarks/gpu_check.py --quick    # small inputs, a minute or two
+    python3 benchmarks/gpu_check.py           # the steps' time limits add up to 7 min 25 s
+    python3 benchmarks/gpu_check.py --quick   # small inputs, a minute or two
 
 Run from the project checkout. It installs only what is missing (CuPy for the
-driver's CUDA major version, the NVRTC and runtime-header wheels, pytest;
+driver's CUDA major version, the NVRTC and runtime-header wheels, numba, pytest;
 torch only for the torch steps; pip gives up quickly where no index can be
 reached) and then runs each step in its own process group with its own time
 limit, so a crash or hang in one step cannot hide the others (a step past its
@@ -105,7 +105,7 @@ def setup():
             )
             ok = _pip(*wheels)
             rows.append(("setup", "installed NVRTC wheels", "yes" if ok else "failed", "", "-" if ok else "FAIL"))
-    for module, package in (("pytest", "pytest"), ("ml_dtypes", "ml_dtypes")):
+    for module, package in (("numba", "numba"), ("pytest", "pytest"), ("ml_dtypes", "ml_dtypes")):
         if not _have(module):
             _pip(package)
     if not _have("torch"):
@@ -230,11 +230,16 @@ def step_compile(quick):
     with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
         cpu = [pool.submit(_warm_cpu, part, quick) for part in range(3)]
         t0 = time.perf_counter()
-        kernels = _compile_cuda()
-        gpu = time.perf_counter() - t0
+        try:
+            kernels = _compile_cuda()
+            row = (f"CUDA module, {kernels} kernels (NVRTC or CuPy's cache)", f"{time.perf_counter() - t0:.1f} s", "-")
+        except Exception as e:  # the NVRTC log or the load error, in the table; the CPU warm-up goes on
+            print(e, file=sys.stderr)  # the whole log goes to stderr, its last line to the table
+            last = (str(e).strip().splitlines() or [""])[-1][:100]
+            row = ("CUDA module", f"{type(e).__name__}: {last}", "FAIL")
         cpu_s = max(f.result() for f in cpu)
     return [
-        ("compile", f"CUDA module, {kernels} kernels (NVRTC or CuPy's cache)", f"{gpu:.1f} s", "", "-"),
+        ("compile", row[0], row[1], "", row[2]),
         ("compile", "CPU kernels of the sweep (numba or its cache)", f"{cpu_s:.1f} s", "", "-"),
     ]
 

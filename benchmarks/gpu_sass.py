@@ -18,6 +18,12 @@ function calls (MUFU: exp, log, reciprocal) per iteration. nvcc unrolls the
 window walks, so a loop with n LDG of x covers about n cells: the hot path's
 cost per cell is a loop's size over its loads. These are static sizes of loop
 bodies (both sides of every branch), not executed counts.
+
+    python benchmarks/gpu_sass.py --sass --match 'softpool_forward<float, float, int, 2>'
+
+prints the SASS itself, to count the instructions along one path by hand (a
+decode row: from the loop head to the back branch, skipping the branches
+that path does not take).
 """
 
 from __future__ import annotations
@@ -136,6 +142,7 @@ def main(argv=None):
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--loops", action="store_true", help="innermost loop sizes instead of totals")
     parser.add_argument("--match", default="", help="only the instantiations whose name contains this")
+    parser.add_argument("--sass", action="store_true", help="print the matched kernels' SASS (to read paths by hand)")
     args = parser.parse_args(argv)
     missing = [t for t in ("nvcc", "cuobjdump", "nvdisasm") if tool(t) is None]
     if missing:
@@ -145,6 +152,10 @@ def main(argv=None):
         )
         return 2
     names = [n for n in instantiations(True) if args.match in n]
+    if args.sass:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(_sass(cubin(names, args.arch, tmp)))
+        return 0
     if args.loops:
         with tempfile.TemporaryDirectory() as tmp:
             table = loops(cubin(names, args.arch, tmp))
