@@ -140,11 +140,10 @@ def test_gpu_check_step_past_its_limit_is_killed_with_its_children(gpu_check, tm
 
 
 def test_gpu_check_compile_step_warms_every_cpu_call_of_the_sweep(monkeypatch, gpu_check):
-    """The compile step's three CPU workers together make every CPU call the correctness step makes, once."""
+    """The compile step's CPU worker makes every CPU call the correctness step makes, once."""
     seen = []
     monkeypatch.setattr(gpu_check, "_on_cpu", lambda x, gy, dx, beta, kw: seen.append((x.tobytes(), beta, repr(kw))))
-    for part in range(3):
-        gpu_check._warm_cpu(part, quick=True)
+    gpu_check._warm_cpu(quick=True)
     cases = [(x.tobytes(), beta, repr(kw)) for _, _, kw, beta, x, *_ in gpu_check._sweep(quick=True)]
     cases += [(x.tobytes(), beta, repr(kw)) for _, kw, beta, x, _ in gpu_check._overflows()]
     assert sorted(seen) == sorted(cases) and len(cases) == 40 + 25
