@@ -38,10 +38,13 @@ def _tiled_sweep_for(k, count):
     ``_cell_backward``. A step loads a window's lse, grad_y and y once and
     writes its count*k gradients to g[q*k + i, o]: a loop over LANES windows
     as the forward sweep's, padded in the same way and returning how many
-    windows it did (none when one needs ``_fallback_weight``), whose body is big enough not to be unrolled into scalar
-    code. (Stores interleaved by k, to g or straight to gx, kept LLVM from
-    vectorising it: 3-4x slower.) Then the count input rows' cells are
-    copied from g to gx (at gb + offs[q]).
+    windows it did (none when one needs ``_fallback_weight``), whose body is
+    big enough not to be unrolled into scalar code. Then the count input
+    rows' cells are copied from g to gx (at gb + offs[q]). (Stores
+    interleaved by k = 2 straight to gx ran 3x slower than this copy; with
+    k = 1, channels-last, whole steps store to gx themselves, and ``rows``
+    output rows, each sx further in x and gx and sy in the outputs, are
+    swept in one call: see ``_tiled_units_for``.)
     """
 
     @_inlined
