@@ -9,6 +9,9 @@ lse and grad_y are read once, not once per input row. Cells the sweep does
 not take go to the cell-major backward's per-cell path.
 """
 
+from numba import types
+from numba.extending import overload
+
 from .._loops import XS, YS, O, S
 from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
 from ._compile import _inlined
@@ -27,6 +30,18 @@ from ._walk import (
     _u,
     wide_vectors,
 )
+
+
+def _batches(gx):
+    """True where channels-last rows are swept in batches and steps store to gx
+    directly (see ``_tiled_sweep_for``): not for float16 (stored as uint16),
+    whose conversion made that 7-9% slower than the copy of g."""
+
+
+@overload(_batches, inline="always")
+def _batches_for(gx):
+    batches = gx.dtype != types.uint16
+    return lambda gx: batches
 
 
 def _tiled_sweep_for(k, count):
@@ -97,7 +112,7 @@ def _tiled_sweep_for(k, count):
             # With k == 1 (channels-last) whole steps write their rows of gx
             # themselves, a padded last one through g: no copy of g (0.88-0.95x
             # the time). Interleaved by k == 2, direct stores ran 3x slower.
-            first = (n // LANES) * LANES if k == 1 else 0
+            first = (n // LANES) * LANES if k == 1 and _batches(gx) else 0
             for r in range(rows):
                 for t in range(first // LANES):
                     step(
@@ -197,7 +212,11 @@ def _tiled_units_for(sweep, cells):
         # loops, a large part of a short row's time, are paid once per batch.
         a = inner - 1
         sx, sy = tab[a, S] * tab[a, XS], tab[a, YS]
-        cap = (BLOCK + LANES) // ((n + LANES - 1) // LANES * LANES) if n_blocks == 1 and n > 0 and Ki == 1 else 1
+        cap = (
+            (BLOCK + LANES) // ((n + LANES - 1) // LANES * LANES)
+            if n_blocks == 1 and n > 0 and Ki == 1 and _batches(gx)
+            else 1
+        )
         done = 0
         left = 0  # rows of the current batch after this one (the sweep did them)
         for u in range(u0, u1):
