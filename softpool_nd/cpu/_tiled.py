@@ -92,7 +92,8 @@ def _tiled_sweep_for(k, count):
     @_inlined
     def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, rows, sx, sy, beta, exact, g):
         wide_vectors()  # a tiling, bound by its arithmetic as the forward's (see wide_vectors)
-        rows = rows if k == 1 else 1  # see units: batches of k == 2 rows ran 4.7x slower in 3-D
+        # see units: batches of k == 2 rows ran 4.7x slower in 3-D; float16: see _batches
+        rows = rows if k == 1 and _batches(gx) else 1
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         ok = True
