@@ -9,7 +9,10 @@ lse and grad_y are read once, not once per input row. Cells the sweep does
 not take go to the cell-major backward's per-cell path.
 """
 
-from .._loops import XS, YS
+from numba import types
+from numba.extending import overload
+
+from .._loops import XS, YS, O, S
 from ._backward import _all_lse_ok, _cell_backward, _cell_backward_careful, _memo, _term, _z
 from ._compile import _inlined
 from ._scalar import acc, store
@@ -29,6 +32,18 @@ from ._walk import (
 )
 
 
+def _batches(gx):
+    """True where channels-last rows are swept in batches and steps store to gx
+    directly (see ``_tiled_sweep_for``): not for float16 (stored as uint16),
+    whose conversion made that 7-9% slower than the copy of g."""
+
+
+@overload(_batches, inline="always")
+def _batches_for(gx):
+    batches = gx.dtype != types.uint16
+    return lambda gx: batches
+
+
 def _tiled_sweep_for(k, count):
     """The backward sweep of a tiling (kernel = stride = k, ``count`` <= 4 outer cells), constants.
 
@@ -38,15 +53,19 @@ def _tiled_sweep_for(k, count):
     ``_cell_backward``. A step loads a window's lse, grad_y and y once and
     writes its count*k gradients to g[q*k + i, o]: a loop over LANES windows
     as the forward sweep's, padded in the same way and returning how many
-    windows it did (none when one needs ``_fallback_weight``), whose body is big enough not to be unrolled into scalar
-    code. (Stores interleaved by k, to g or straight to gx, kept LLVM from
-    vectorising it: 3-4x slower.) Then the count input rows' cells are
-    copied from g to gx (at gb + offs[q]).
+    windows it did (none when one needs ``_fallback_weight``), whose body is
+    big enough not to be unrolled into scalar code. Then the count input
+    rows' cells are copied from g to gx (at gb + offs[q]). (Stores
+    interleaved by k = 2 straight to gx ran 3x slower than this copy; with
+    k = 1, channels-last, whole steps store to gx themselves, and ``rows``
+    output rows, each sx further in x and gx and sy in the outputs, are
+    swept in one call: see ``_tiled_units_for``.)
     """
 
     @_inlined
-    def step(gy, x, y, lse, xb, yb, bases, o0, beta, exact, common, g):
-        # common: exact and beta != 0, a constant (see sweep)
+    def step(gy, x, y, lse, xb, yb, bases, o0, go, beta, exact, common, g, gx, gb, direct):
+        # common: exact and beta != 0, a constant (see sweep); direct: write
+        # gx (at gb) instead of g (at column go + o), a constant, for whole steps only
         zero = acc(0.0, beta)
         for j in range(LANES):
             o = o0 + j
@@ -64,31 +83,104 @@ def _tiled_sweep_for(k, count):
                     # it changes only a -0.0 to 0.0, whose weight exp(-lse) is the same
                     z = v * beta + zero if common else _z(v, beta)
                     # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
-                    g[q * k + i, _u(o)] = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
+                    t = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
+                    if direct:
+                        gx[_u(gb + _base(q, bases) + o * k + i)] = store(t, gx)
+                    else:
+                        g[q * k + i, _u(go + o)] = t
 
     @_inlined
-    def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, beta, exact, g):
+    def sweep(gy, x, y, lse, gx, xb, gb, offs, yb, n, rows, sx, sy, beta, exact, g):
         wide_vectors()  # a tiling, bound by its arithmetic as the forward's (see wide_vectors)
+        # see units: batches of k == 2 rows ran 4.7x slower in 3-D; float16: see _batches
+        rows = rows if k == 1 and _batches(gx) else 1
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
-        if not _all_lse_ok(lse, yb, yb + n, beta):
+        ok = True
+        for r in range(rows):
+            ok &= _all_lse_ok(lse, yb + r * sy, yb + r * sy + n, beta)
+        if not ok:
             return 0  # the per-cell path takes the windows that need it
-        spare = min((x.size - (xb + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yb + n))
+        # the last row's padding may not run past the arrays (the others' runs into the next row)
+        xl, yl = xb + (rows - 1) * sx, yb + (rows - 1) * sy
+        spare = min((x.size - (xl + top + n * k)) // k, min(lse.size, min(gy.size, y.size)) - (yl + n))
         steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
+        cols = steps * LANES  # g's columns per row
+        first = 0  # the first window whose gradients are in g
         if exact and beta != acc(0.0, beta):
             # the common case, its tests of exact and beta folded out of the
-            # vectorised loop (they cost a branch and mask operations per cell)
-            for t in range(steps):
-                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, True, True, g)
+            # vectorised loop (they cost a branch and mask operations per cell).
+            # With k == 1 (channels-last) whole steps write their rows of gx
+            # themselves, a padded last one through g: no copy of g (0.88-0.95x
+            # the time). Interleaved by k == 2, direct stores ran 3x slower.
+            first = (n // LANES) * LANES if k == 1 and _batches(gx) else 0
+            for r in range(rows):
+                for t in range(first // LANES):
+                    step(
+                        gy,
+                        x,
+                        y,
+                        lse,
+                        xb + r * sx,
+                        yb + r * sy,
+                        bases,
+                        t * LANES,
+                        0,
+                        beta,
+                        True,
+                        True,
+                        g,
+                        gx,
+                        gb + r * sx,
+                        True,
+                    )
+                for t in range(first // LANES, steps):
+                    step(
+                        gy,
+                        x,
+                        y,
+                        lse,
+                        xb + r * sx,
+                        yb + r * sy,
+                        bases,
+                        t * LANES,
+                        r * cols,
+                        beta,
+                        True,
+                        True,
+                        g,
+                        gx,
+                        gb,
+                        False,
+                    )
         else:
-            for t in range(steps):
-                step(gy, x, y, lse, xb, yb, bases, t * LANES, beta, exact, False, g)
-        done = min(n, steps * LANES)
-        for q in range(count):
-            row = gb + _base(q, bases)
-            for o in range(done):
-                for i in range(k):
-                    gx[_u(row + o * k + i)] = store(g[q * k + i, _u(o)], gx)
+            for r in range(rows):
+                for t in range(steps):
+                    step(
+                        gy,
+                        x,
+                        y,
+                        lse,
+                        xb + r * sx,
+                        yb + r * sy,
+                        bases,
+                        t * LANES,
+                        r * cols,
+                        beta,
+                        exact,
+                        False,
+                        g,
+                        gx,
+                        gb,
+                        False,
+                    )
+        done = min(n, cols)
+        for r in range(rows):
+            for q in range(count):
+                row = gb + r * sx + _base(q, bases)
+                for o in range(first, done):
+                    for i in range(k):
+                        gx[_u(row + o * k + i)] = store(g[q * k + i, _u(r * cols + o)], gx)
         return done
 
     return sweep
@@ -115,28 +207,49 @@ def _tiled_units_for(sweep, cells):
         row = _offsets_scratch(1)
         memo = _memo()
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
+        # Rows of one block each go to the sweep together along the last outer
+        # axis a (a tiling's next row there is one shift away: sx in x and gx,
+        # sy in the outputs), as many as g holds: the per-row set-up and copy
+        # loops, a large part of a short row's time, are paid once per batch.
+        a = inner - 1
+        sx, sy = tab[a, S] * tab[a, XS], tab[a, YS]
+        cap = (
+            (BLOCK + LANES) // ((n + LANES - 1) // LANES * LANES)
+            if n_blocks == 1 and n > 0 and Ki == 1 and _batches(gx)
+            else 1
+        )
+        done = 0
+        left = 0  # rows of the current batch after this one (the sweep did them)
         for u in range(u0, u1):
             if u > u0:
                 bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
             o0 = bi * BLOCK
             o1 = min(n, o0 + BLOCK)
-            done = 0
-            if o1 > o0:
-                done = sweep(
-                    gy,
-                    x,
-                    y,
-                    lse,
-                    gx,
-                    x0 + o0 * Si * xs,
-                    o0 * Si * xs,
-                    offs,
-                    ybase + o0 * ys,
-                    o1 - o0,
-                    beta,
-                    exact,
-                    g,
-                )
+            if left > 0:
+                left -= 1
+            else:
+                rows = min(cap, u1 - u, tab[a, O] - idx[a])
+                left = rows - 1
+                done = 0
+                if o1 > o0:
+                    done = sweep(
+                        gy,
+                        x,
+                        y,
+                        lse,
+                        gx,
+                        x0 + o0 * Si * xs,
+                        o0 * Si * xs,
+                        offs,
+                        ybase + o0 * ys,
+                        o1 - o0,
+                        rows,
+                        sx,
+                        sy,
+                        beta,
+                        exact,
+                        g,
+                    )
             last = Li if bi == n_blocks - 1 else o1 * Si
             if (o0 + done) * Si < last:
                 row[0] = ybase
