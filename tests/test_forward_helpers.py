@@ -8,7 +8,7 @@ from numba import njit
 
 from softpool_nd.cpu._compile import _OPTIONS
 from softpool_nd.cpu._scalar import _split_f32
-from softpool_nd.cpu._walk import borrowed
+from softpool_nd.cpu._walk import borrowed, keep_alive
 
 
 @njit(**_OPTIONS)
@@ -55,3 +55,20 @@ def test_borrowed_views_are_the_arrays_themselves():
     assert shapes == (a.shape, b.shape)
     assert a[1] == 7.0 and a.sum() == 7.0
     assert b[1, 2] == 9.0 and b.sum() == 9.0
+
+
+@njit(**_OPTIONS)
+def _borrow_then_allocate(n):
+    owner = np.zeros(n)
+    view = borrowed(owner)
+    # were owner released at its last use (the borrow), malloc could hand its
+    # block to this array, and the view would read 5s
+    other = np.empty(n)
+    other[:] = 5.0
+    total = view.sum()
+    keep_alive(owner)
+    return total, other.sum()
+
+
+def test_keep_alive_holds_a_borrowed_views_owner():
+    assert _borrow_then_allocate(1000) == (0.0, 5000.0)

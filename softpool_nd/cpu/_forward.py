@@ -35,6 +35,7 @@ from ._walk import (
     _row_geometry,
     _u,
     borrowed,
+    keep_alive,
     wide_vectors,
 )
 
@@ -276,5 +277,9 @@ def _forward_units_for(sweep, cells):
                 y[ybase + o * ys] = store(yo, y)
                 if with_lse:
                     lse[ybase + o * ys] = lse_o
+        # the owners of the borrowed views live until here
+        keep_alive(offs_owned)
+        keep_alive(idx_owned)
+        keep_alive(scratch_owned)
 
     return units

@@ -73,10 +73,21 @@ def borrowed(a):
     owner), and the per-row code of the sweeps (the sweep's arguments, inlined
     into the units loop) takes and drops references to them for every row:
     atomic operations, each waiting for the row's pending stores. A borrowed
-    view's count is a null pointer, tested and skipped. The caller keeps
-    ``a`` alive while the view is used.
+    view's count is a null pointer, tested and skipped. numba frees an array
+    after the last use of its variable, not at the end of the function: the
+    caller passes ``a`` to ``keep_alive`` after the view's last use.
     """
     return carray(_data(a), a.shape)
+
+
+@intrinsic
+def keep_alive(typingctx, a):
+    """Nothing, but a use of ``a``: numba releases ``a`` after this point, not before (see ``borrowed``)."""
+
+    def codegen(context, builder, signature, args):
+        return context.get_dummy_value()
+
+    return types.none(a), codegen
 
 
 @_jit
