@@ -34,6 +34,8 @@ from ._walk import (
     _next_window_unit,
     _row_geometry,
     _u,
+    borrowed,
+    keep_alive,
     wide_vectors,
 )
 
@@ -233,8 +235,10 @@ def _forward_units_for(sweep, cells):
     """
 
     @_inlined
-    def units(args, u0, u1, offs, idx, scratch):
+    def units(args, u0, u1, offs_owned, idx_owned, scratch_owned):
         x, x0, tab, beta, y, lse, with_lse = args
+        # no reference counting in the loop over rows (see ``borrowed``)
+        offs, idx, scratch = borrowed(offs_owned), borrowed(idx_owned), borrowed(scratch_owned)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -273,5 +277,9 @@ def _forward_units_for(sweep, cells):
                 y[ybase + o * ys] = store(yo, y)
                 if with_lse:
                     lse[ybase + o * ys] = lse_o
+        # the owners of the borrowed views live until here
+        keep_alive(offs_owned)
+        keep_alive(idx_owned)
+        keep_alive(scratch_owned)
 
     return units

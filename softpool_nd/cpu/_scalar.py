@@ -155,14 +155,34 @@ def _exp_le0(d):
     return lambda d: _exp_f64(d)
 
 
+@intrinsic
+def _split_f32(typingctx, s):
+    """(n, f) with s = 2**n * f, f in [sqrt(1/2), sqrt(2)) and n a float32, for a normal s > 0.
+
+    Integer arithmetic on the bits in int32, not numba's int64: a SIMD lane
+    per value instead of sign extensions, 64-bit shifts and conversions on
+    two registers' halves (the lse loop is one ``_log_f32`` per window). For
+    s >= 1, inf and NaN (all it is given) the values equal the int64 ones.
+    """
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        # the bits of sqrt(1/2): n counts from there
+        b = builder.sub(builder.bitcast(args[0], i32), ir.Constant(i32, 0x3F3504F3))
+        n = builder.sitofp(builder.ashr(b, ir.Constant(i32, 23)), ir.FloatType())
+        low = builder.and_(b, ir.Constant(i32, 0x7FFFFF))
+        f = builder.bitcast(builder.add(low, ir.Constant(i32, 0x3F3504F3)), ir.FloatType())
+        return context.make_tuple(builder, signature.return_type, (n, f))
+
+    return types.UniTuple(types.float32, 2)(types.float32), codegen
+
+
 @_jit
 def _log_f32(s):
     # s = 2**n * f with f in [sqrt(1/2), sqrt(2)), from the bits (s is normal:
     # s >= 1); log f = 2 atanh(u), u = (f - 1) / (f + 1), |u| <= 0.172, by its
     # odd series to u**11 (truncation below 4e-10 relative).
-    b = _bits(s) - 0x3F3504F3  # the bits of sqrt(1/2): n counts from there
-    n = b >> 23
-    f = _float_from_bits((b & 0x7FFFFF) + 0x3F3504F3, s)
+    n, f = _split_f32(s)
     u = (f - np.float32(1.0)) / (f + np.float32(1.0))
     u2 = u * u
     p = np.float32(2.0 / 11.0)
@@ -170,8 +190,8 @@ def _log_f32(s):
     p = p * u2 + np.float32(2.0 / 7.0)
     p = p * u2 + np.float32(2.0 / 5.0)
     p = p * u2 + np.float32(2.0 / 3.0)
-    r = np.float32(n) * np.float32(0.693359375) + (u * u2 * p + np.float32(2.0) * u)
-    r = r + np.float32(n) * np.float32(-2.12194440e-4)
+    r = n * np.float32(0.693359375) + (u * u2 * p + np.float32(2.0) * u)
+    r = r + n * np.float32(-2.12194440e-4)
     # infinities and NaN (and, never given, s < 1) as np.log has them
     return r if s < np.float32(np.inf) else s
 

@@ -18,7 +18,7 @@ an input row (``_containing_offsets``), and the per-thread scratch.
 """
 
 import numpy as np
-from numba import types
+from numba import carray, types
 from numba.extending import intrinsic
 
 from .._loops import GS, XS, YS, D, K, L, O, P, S
@@ -53,6 +53,41 @@ def wide_vectors(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+@intrinsic
+def _data(typingctx, a):
+    """A typed pointer to the first element of C-contiguous array ``a``."""
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(a)(context, builder, args[0]).data
+
+    return types.CPointer(a.dtype)(a), codegen
+
+
+@_inlined
+def borrowed(a):
+    """A view of the C-contiguous array ``a`` that owns no reference to its memory.
+
+    numba counts references to a thread's scratch arrays (they have an
+    owner), and the per-row code of the sweeps (the sweep's arguments, inlined
+    into the units loop) takes and drops references to them for every row:
+    atomic operations, each waiting for the row's pending stores. A borrowed
+    view's count is a null pointer, tested and skipped. numba frees an array
+    after the last use of its variable, not at the end of the function: the
+    caller passes ``a`` to ``keep_alive`` after the view's last use.
+    """
+    return carray(_data(a), a.shape)
+
+
+@intrinsic
+def keep_alive(typingctx, a):
+    """Nothing, but a use of ``a``: numba releases ``a`` after this point, not before (see ``borrowed``)."""
+
+    def codegen(context, builder, signature, args):
+        return context.get_dummy_value()
+
+    return types.none(a), codegen
 
 
 @_jit
