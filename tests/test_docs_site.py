@@ -27,6 +27,10 @@ import pytest
 
 import softpool_nd
 
+# one worker builds the site (a session fixture) and runs every check of it under pytest-xdist's
+# --dist loadgroup (the README's test command); other workers would each build it again
+pytestmark = pytest.mark.xdist_group("docs_site")
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 #: The flags of ``.ci/run``'s build: warnings are errors, every cross-reference must resolve.

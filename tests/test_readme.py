@@ -48,5 +48,5 @@ def test_readme_test_command_is_what_ci_runs():
         for line in re.findall(r"```bash\n(.*?)```", TEXT, re.DOTALL)[0].splitlines()
         if line and not line.startswith("#")
     ]
-    assert len(commands) == 2 and commands[1].endswith("python -m pytest")
+    assert len(commands) == 2 and commands[1].endswith("python -m pytest -n auto --dist loadgroup")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()

@@ -16,6 +16,7 @@ and the closure-free index key (``_KernelCache._index_key``) as the only
 changes.
 """
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -27,6 +28,11 @@ from numba.core import sigutils
 from numba.core.caching import CompileResultCacheImpl, FunctionCache
 from numba.core.ccallback import CFunc
 from numba.core.runtime import rtsys
+
+try:
+    import fcntl
+except ImportError:  # Windows: numba's unlocked save (processes there are spawned, rarely racing)
+    fcntl = None
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent.parent
 
@@ -80,6 +86,12 @@ class _KernelCache(FunctionCache):
         code = hashlib.sha256(self._py_func.__code__.co_code).hexdigest()
         return (sig, codegen.magic_tuple(), (code, ""))
 
+    def _save_overload(self, sig, data):
+        """numba's, holding the cache folder's lock (see ``_locked``)."""
+        self._impl.locator.ensure_cache_path()
+        with _locked(self._cache_path):
+            super()._save_overload(sig, data)
+
     def load_overload(self, sig, target_context):
         """numba's, without first refreshing ``target_context``'s registries.
 
@@ -98,6 +110,33 @@ class _KernelCache(FunctionCache):
         rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
             return self._load_overload(sig, target_context)
+
+
+#: The lock file of a cache folder (one for all its entries: a save is rare, after a compilation).
+LOCK_NAME = "softpool_nd.lock"
+
+
+@contextlib.contextmanager
+def _locked(folder):
+    """Hold an exclusive lock on ``folder``'s ``LOCK_NAME`` (blocking), where the OS has ``fcntl``.
+
+    numba saves an entry by reading the function's index, adding the new key
+    with the first free data file number, and writing the index and the data
+    file back, unlocked. Two processes saving two signatures of one function
+    at once (the drivers and ``jvp_kernel`` are compiled per dtype: parallel
+    test workers, a pool of data loaders on a cold cache) would both take
+    number 1: one key is lost, or mapped to the other signature's machine
+    code. Under the lock each save reads the index the previous one wrote.
+    """
+    if fcntl is None:
+        yield
+        return
+    with open(os.path.join(folder, LOCK_NAME), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def cached_njit(**options):
