@@ -28,8 +28,6 @@ from ._walk import (
     _offsets_scratch,
     _row_geometry,
     _u,
-    borrowed,
-    keep_alive,
     wide_vectors,
 )
 
@@ -199,10 +197,8 @@ def _tiled_units_for(sweep, cells):
     """
 
     @_inlined
-    def units(args, u0, u1, offs_owned, idx_owned, g_owned):
+    def units(args, u0, u1, offs, idx, g):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
-        # no reference counting in the loop over rows (see ``borrowed``)
-        offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -304,9 +300,5 @@ def _tiled_units_for(sweep, cells):
                                 memo,
                             )[0]
                         gx[at] = store(gj, gx)
-        # the owners of the borrowed views live until here
-        keep_alive(offs_owned)
-        keep_alive(idx_owned)
-        keep_alive(g_owned)
 
     return units
