@@ -10,6 +10,8 @@ and numba threads by default) of:
   :func:`softpool_nd.backward` called directly on NumPy views of the same
   memory (kernel time); ``step - fwd_kernel - bwd_kernel`` is what the
   adapter and autograd add;
+- ``... (no cache)``: the same three with softpool_nd's output cache off
+  (``softpool_nd.set_output_cache(0)``): every output fresh memory;
 - ``compiled`` / ``eager``: the same step on the formula
   ``avg_pool(x*exp(x))/avg_pool(exp(x))`` under ``torch.compile`` / eagerly;
 - ``pool`` and ``no_grad``: ``softpool_nd.pool`` and the adapter under
@@ -57,8 +59,11 @@ BYTES_PER_ELEMENT = {
     "np_copy": 2 * 4,
     "clone": 2 * 4,
     "step": 4.25 * 4,
+    "step (no cache)": 4.25 * 4,
     "fwd_kernel": 1.5 * 4,
+    "fwd_kernel (no cache)": 1.5 * 4,
     "bwd_kernel": 2.75 * 4,
+    "bwd_kernel (no cache)": 2.75 * 4,
     "kernels": 4.25 * 4,
     "compiled": 3.5 * 4,
     "eager": 3.5 * 4,
@@ -98,7 +103,23 @@ def breakdown_fns(shape, channels_last):
         np_exp=lambda: np.exp(x_np, out=dst),
         torch_exp=lambda: torch.exp(x, out=dst_t),
     )
+    for name in ("step", "fwd_kernel", "bwd_kernel"):
+        fns[f"{name} (no cache)"] = _without_output_cache(fns[name])
     return fns
+
+
+def _without_output_cache(fn):
+    """``fn`` run with softpool_nd's output cache off: every output fresh memory, as before the cache."""
+    import softpool_nd
+
+    def run():
+        limit = softpool_nd.set_output_cache(0)
+        try:
+            return fn()
+        finally:
+            softpool_nd.set_output_cache(limit)
+
+    return run
 
 
 def _input(shape):
@@ -128,8 +149,11 @@ def table(shape, channels_last, t):
     ]
     for k in (
         "step",
+        "step (no cache)",
         "fwd_kernel",
+        "fwd_kernel (no cache)",
         "bwd_kernel",
+        "bwd_kernel (no cache)",
         "kernels",
         "adapter",
         "compiled",
@@ -162,6 +186,9 @@ def table(shape, channels_last, t):
         f"forward()/pool() {t['fwd_kernel'] / t['pool']:.2f} (<= 1.3); no_grad adapter/pool() "
         f"{t['no_grad'] / t['pool']:.2f} (<= 1.15); adapter+autograd overhead {t['adapter'] * 1e3:.3f} ms "
         f"({t['adapter'] / t['step'] * 100:.0f}% of the step)",
+        "with the output cache / without (softpool_nd.set_output_cache(0)): step "
+        f"{t['step'] / t['step (no cache)']:.2f}, forward() {t['fwd_kernel'] / t['fwd_kernel (no cache)']:.2f}, "
+        f"backward {t['bwd_kernel'] / t['bwd_kernel (no cache)']:.2f}",
         "",
     ]
     return lines

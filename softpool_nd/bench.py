@@ -12,15 +12,17 @@ bench``). The project's targets, and whether each row meets them, live outside
 the library, in ``benchmarks/compare.py``; the asv suite in ``benchmarks/``
 reuses the cases and the timer defined here.
 
-Both numba (its ``omp`` threading layer) and torch run on an OpenMP runtime,
-each with its own thread pool, and by default an OpenMP thread spins for a
-while after each parallel region. Two spinning pools on two cores steal time
-from whichever library runs next, which turns an interleaved comparison into a
-measurement of that contention (ratios wander by 3x and more). Set
-``OMP_WAIT_POLICY=PASSIVE`` before torch is imported and before numba's first
-parallel call: ``benchmarks/compare.py`` and ``softpool-nd bench`` do, in
-their own process (importing this module changes nothing). The same setting
-is advisable for any program that alternates between torch and numba on few
+torch runs on an OpenMP runtime, whose threads by default spin for a while
+after each parallel region; numba runs on the threading layer softpool_nd.cpu
+chooses (TBB where its wheel is installed, as in a user's program: the timers
+here import softpool_nd.cpu before they set numba's thread count, which would
+otherwise start numba's own choice, OpenMP). Threads spinning on two cores
+steal time from whichever library runs next, which turns an interleaved
+comparison into a measurement of that contention (ratios wandered by 3x and
+more when both ran on OpenMP). Set ``OMP_WAIT_POLICY=PASSIVE`` before torch is
+imported: ``benchmarks/compare.py`` and ``softpool-nd bench`` do, in their own
+process (importing this module changes nothing). The same setting is advisable
+for any program that alternates between torch and other threaded code on few
 cores.
 
 The size sweep is the exception: it runs in a fresh process without torch and
@@ -348,6 +350,10 @@ def _ours(case, x):
 def _set_threads(n):
     import numba
 
+    # softpool_nd.cpu first: it chooses numba's threading layer (TBB) as it does in a user's program, which
+    # numba.set_num_threads, called first, would start with numba's own choice (OpenMP here) instead
+    import softpool_nd.cpu  # noqa: F401
+
     numba.set_num_threads(n)
     try:
         import torch
@@ -358,13 +364,20 @@ def _set_threads(n):
 
 
 def _peak_over(fn, base_bytes):
-    """Peak bytes allocated by ``fn`` beyond ``base_bytes``, as a fraction of base_bytes."""
+    """Peak bytes allocated by ``fn`` beyond ``base_bytes``, as a fraction of base_bytes.
+
+    With the output cache off: what a call allocates, not whether an earlier call left a buffer to reuse.
+    """
+    import softpool_nd
+
+    limit = softpool_nd.set_output_cache(0)
     tracemalloc.start()
     try:
         fn()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+        softpool_nd.set_output_cache(limit)
     return peak / base_bytes
 
 

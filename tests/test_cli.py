@@ -277,6 +277,20 @@ def test_importing_the_package_and_its_bench_module_leaves_the_environment_alone
     assert out.stdout.split() == ["True", "False"]
 
 
+def test_bench_timers_run_numba_on_the_threading_layer_users_get():
+    """The timers set numba's thread count before anything else: that must not start numba's own first
+    choice of layer (OpenMP) where a program importing softpool_nd runs on the one softpool_nd.cpu chooses."""
+
+    def layer(code):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    timed = layer(
+        "from softpool_nd.bench import _set_threads; _set_threads(1); import numba; print(numba.threading_layer())"
+    )
+    assert timed == layer("import softpool_nd.cpu, numba; print(numba.threading_layer())")
+
+
 def test_bench_module_holds_measurements_and_benchmarks_hold_the_targets():
     import softpool_nd.bench as bench
 

@@ -1,7 +1,8 @@
 """NumPy arrays in, numba kernels run, NumPy arrays out.
 
 This module only prepares memory: it views arrays as flat buffers (no copy
-for any layout), allocates outputs in the input's layout and builds the loop
+for any layout), allocates outputs in the input's layout (from the output cache,
+:mod:`softpool_nd._outputs`) and builds the loop
 table. The arithmetic lives in :mod:`softpool_nd.cpu.kernels`.
 """
 
@@ -11,6 +12,7 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import _outputs
 from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
 from . import _threads, kernels
 from .jvp import dx_table, jvp_kernel
@@ -56,6 +58,11 @@ def _tasks(n):
     return 1 if n < SERIAL_BELOW or threads == 1 else 8 * threads
 
 
+def _output(shape, like_strides, dtype):
+    """A new output array in the layout of ``like_strides``, its memory from the output cache (``_outputs``)."""
+    return empty_like_layout(shape, like_strides, dtype, _outputs)
+
+
 #: The lse argument of a forward that computes no lse.
 _NO_LSE = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
@@ -85,8 +92,8 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
     xflat, x0 = _flat(x)
     ys, tab, kernel = _forward_plan(geom, x_strides)
     direct = out is not None and same_layout(out, ys)
-    y = out if direct else empty_like_layout(geom.out_shape, x.strides, x.dtype)
-    lse = empty_like_layout(geom.out_shape, x.strides, acc_dtype) if with_lse else None
+    y = out if direct else _output(geom.out_shape, x.strides, x.dtype)
+    lse = _output(geom.out_shape, x.strides, acc_dtype) if with_lse else None
     lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
     with _threads.serial:
         kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks(x.size))
@@ -99,7 +106,7 @@ def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
 def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
     """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
     x, x_strides = whole(x)
-    gx = empty_like_layout(x.shape, x.strides, x.dtype)
+    gx = _output(x.shape, x.strides, x.dtype)
     ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
     gy, y, lse = (in_layout(a, ys, x.strides) for a in (grad_y, y, lse))
     xflat, x0 = _flat(x)
@@ -133,7 +140,7 @@ def jvp(dx, x, y, lse, geom, beta, acc_dtype):
     dx, dx_strides = whole(dx)
     ys, tab, dtab = _jvp_plan(geom, x_strides, dx_strides)
     y, lse = in_layout(y, ys, x.strides), in_layout(lse, ys, x.strides)
-    dy = empty_like_layout(geom.out_shape, x.strides, x.dtype)
+    dy = _output(geom.out_shape, x.strides, x.dtype)
     (xflat, x0), (dflat, d0) = _flat(x), _flat(dx)
     with _threads.serial:
         jvp_kernel(
