@@ -220,8 +220,11 @@ def _tiled_units_for(sweep, k, cells):
                 gx[at] = store(gj, gx)
 
     @_inlined
-    def batched(args, u0, u1, offs, idx, g):
+    def batched(args, u0, u1, offs_owned, idx_owned, g_owned):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
+        # no reference counts in the loop over rows (see units)
+        offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
+        x, gy, y, lse, gx = borrowed(x), borrowed(gy), borrowed(y), borrowed(lse), borrowed(gx)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -257,6 +260,9 @@ def _tiled_units_for(sweep, k, cells):
             last = Li if bi == n_blocks - 1 else o1 * Si
             if (o0 + done) * Si < last:
                 rest(args, offs, count, ybase, (o0 + done) * Si, last, geometry, row, memo)
+        keep_alive(offs_owned)  # the owners of the borrowed views live until here
+        keep_alive(idx_owned)
+        keep_alive(g_owned)
 
     @_inlined
     def units(args, u0, u1, offs_owned, idx_owned, g_owned):
