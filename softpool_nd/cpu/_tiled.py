@@ -224,7 +224,6 @@ def _tiled_units_for(sweep, k, cells):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         # no reference counts in the loop over rows (see units)
         offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
-        x, gy, y, lse, gx = borrowed(x), borrowed(gy), borrowed(y), borrowed(lse), borrowed(gx)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
@@ -269,8 +268,8 @@ def _tiled_units_for(sweep, k, cells):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         # no reference counts in the loop over rows (see ``borrowed``): atomic
         # operations on every sweep call, each waiting for the row's stores
+        # (the arguments' arrays are views without a count already)
         offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
-        x, gy, y, lse, gx = borrowed(x), borrowed(gy), borrowed(y), borrowed(lse), borrowed(gx)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
