@@ -28,6 +28,8 @@ from ._walk import (
     _offsets_scratch,
     _row_geometry,
     _u,
+    borrowed,
+    keep_alive,
     wide_vectors,
 )
 
@@ -186,22 +188,46 @@ def _tiled_sweep_for(k, count):
     return sweep
 
 
-def _tiled_units_for(sweep, cells):
-    """Backward over the work units [u0, u1) (see ``_window_work``) of a tiling.
+def _tiled_units_for(sweep, k, cells):
+    """Backward over the work units [u0, u1) (see ``_window_work``) of a tiling (kernel = stride = k).
 
     For loop tables where every input cell lies in exactly one window (see
     ``_tiles``): each output row's ``cells`` input rows are finished together,
     their unclipped windows' cells by ``sweep``, the cells after those it
     did (the last rows' unpadded rest, cells in a clipped window or in none)
-    by ``_cell_backward``.
+    by ``_cell_backward``. With k == 1 (channels-last) short rows go to the
+    sweep in batches; with k > 1 one row per call: the batches' bookkeeping
+    in this loop, though it never batches there, cost NCHW and NCDHW 3-4%
+    of their time (and a vectorised 3-D step is easily lost: check its asm).
     """
 
     @_inlined
-    def units(args, u0, u1, offs, idx, g):
+    def rest(args, offs, count, ybase, lo, last, geometry, row, memo):
+        # the cells [lo, last) of the count rows at offs, per cell
         x, x0, tab, beta, gy, y, lse, exact, gx = args
+        Ki, Si, Di, Pi, Oi, xs, ys = geometry
+        row[0] = ybase
+        for q in range(count):
+            for j in range(lo, last):
+                at = offs[q] + j * xs
+                gj, ok = _cell_backward(
+                    gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, None
+                )
+                if not ok:
+                    gj = _cell_backward_careful(
+                        gy, x, y, lse, x0 + at, j, row, 1, Ki, Si, Di, Pi, Oi, ys, beta, exact, x0, tab, memo
+                    )[0]
+                gx[at] = store(gj, gx)
+
+    @_inlined
+    def batched(args, u0, u1, offs_owned, idx_owned, g_owned):
+        x, x0, tab, beta, gy, y, lse, exact, gx = args
+        # no reference counts in the loop over rows (see units)
+        offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
         inner = tab.shape[0] - 1
         Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
         xs, ys = tab[inner, XS], tab[inner, YS]
+        geometry = (Ki, Si, Di, Pi, Oi, xs, ys)
         n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
         n_blocks = _n_blocks(n)
         row = _offsets_scratch(1)
@@ -213,11 +239,7 @@ def _tiled_units_for(sweep, cells):
         # loops, a large part of a short row's time, are paid once per batch.
         a = inner - 1
         sx, sy = tab[a, S] * tab[a, XS], tab[a, YS]
-        cap = (
-            (BLOCK + LANES) // ((n + LANES - 1) // LANES * LANES)
-            if n_blocks == 1 and n > 0 and Ki == 1 and _batches(gx)
-            else 1
-        )
+        cap = (BLOCK + LANES) // ((n + LANES - 1) // LANES * LANES) if n_blocks == 1 and n > 0 and _batches(gx) else 1
         done = 0
         left = 0  # rows of the current batch after this one (the sweep did them)
         for u in range(u0, u1):
@@ -232,73 +254,45 @@ def _tiled_units_for(sweep, cells):
                 left = rows - 1
                 done = 0
                 if o1 > o0:
-                    done = sweep(
-                        gy,
-                        x,
-                        y,
-                        lse,
-                        gx,
-                        x0 + o0 * Si * xs,
-                        o0 * Si * xs,
-                        offs,
-                        ybase + o0 * ys,
-                        o1 - o0,
-                        rows,
-                        sx,
-                        sy,
-                        beta,
-                        exact,
-                        g,
-                    )
+                    xb, yb = x0 + o0 * Si * xs, ybase + o0 * ys
+                    done = sweep(gy, x, y, lse, gx, xb, o0 * Si * xs, offs, yb, o1 - o0, rows, sx, sy, beta, exact, g)
             last = Li if bi == n_blocks - 1 else o1 * Si
             if (o0 + done) * Si < last:
-                row[0] = ybase
-                for q in range(count):
-                    for j in range((o0 + done) * Si, last):
-                        at = offs[q] + j * xs
-                        gj, ok = _cell_backward(
-                            gy,
-                            x,
-                            y,
-                            lse,
-                            x0 + at,
-                            j,
-                            row,
-                            1,
-                            Ki,
-                            Si,
-                            Di,
-                            Pi,
-                            Oi,
-                            ys,
-                            beta,
-                            exact,
-                            x0,
-                            tab,
-                            None,
-                        )
-                        if not ok:
-                            gj = _cell_backward_careful(
-                                gy,
-                                x,
-                                y,
-                                lse,
-                                x0 + at,
-                                j,
-                                row,
-                                1,
-                                Ki,
-                                Si,
-                                Di,
-                                Pi,
-                                Oi,
-                                ys,
-                                beta,
-                                exact,
-                                x0,
-                                tab,
-                                memo,
-                            )[0]
-                        gx[at] = store(gj, gx)
+                rest(args, offs, count, ybase, (o0 + done) * Si, last, geometry, row, memo)
+        keep_alive(offs_owned)  # the owners of the borrowed views live until here
+        keep_alive(idx_owned)
+        keep_alive(g_owned)
 
-    return units
+    @_inlined
+    def units(args, u0, u1, offs_owned, idx_owned, g_owned):
+        x, x0, tab, beta, gy, y, lse, exact, gx = args
+        # no reference counts in the loop over rows (see ``borrowed``): atomic
+        # operations on every sweep call, each waiting for the row's stores
+        # (the arguments' arrays are views without a count already)
+        offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
+        xs, ys = tab[inner, XS], tab[inner, YS]
+        geometry = (Ki, Si, Di, Pi, Oi, xs, ys)
+        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
+        n_blocks = _n_blocks(n)
+        row = _offsets_scratch(1)
+        memo = _memo()
+        bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
+        for u in range(u0, u1):
+            if u > u0:
+                bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
+            o0 = bi * BLOCK
+            o1 = min(n, o0 + BLOCK)
+            done = 0
+            if o1 > o0:
+                xb, yb = x0 + o0 * Si * xs, ybase + o0 * ys
+                done = sweep(gy, x, y, lse, gx, xb, o0 * Si * xs, offs, yb, o1 - o0, 1, 0, 0, beta, exact, g)
+            last = Li if bi == n_blocks - 1 else o1 * Si
+            if (o0 + done) * Si < last:
+                rest(args, offs, count, ybase, (o0 + done) * Si, last, geometry, row, memo)
+        keep_alive(offs_owned)  # the owners of the borrowed views live until here
+        keep_alive(idx_owned)
+        keep_alive(g_owned)
+
+    return batched if k == 1 else units

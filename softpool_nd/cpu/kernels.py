@@ -176,7 +176,7 @@ FAST_TILED = ((2, 2), (2, 4), (1, 4))
 _TILED_KERNELS = {
     key: _class_kernel(
         _BACKWARD,
-        _tiled_units_for(_tiled_sweep_for(*key), key[1]),
+        _tiled_units_for(_tiled_sweep_for(*key), *key),
         _window_work,
         (key[0] * key[1], BLOCK + LANES),
         "backward_tiled_%d%d" % key,
