@@ -203,12 +203,13 @@ def _sweep_for(k, s, count):
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         pad = (LANES - n % LANES) % LANES
-        # the batch's row with the fewest cells after it: the last (first for sx < 0)
-        if rows > 1 and pad > (x.size - (xb + max(0, (rows - 1) * sx) + top + (n - 1) * s + k)) // s:
-            # near the end of x: every row alone, so that each does the
-            # windows it did unbatched (same path, same bits, NaN signs too)
+        # the spare cells after the batch's last row (its first for sx < 0)
+        spare = (x.size - (xb + max(0, (rows - 1) * sx) + top + (n - 1) * s + k)) // s
+        if rows > 1 and pad > spare:
+            # near the end of x: the row alone, with the windows it does
+            # unbatched (the same path for each window: the same bits)
             rows = 1
-        spare = (x.size - (xb + top + (n - 1) * s + k)) // s
+            spare = (x.size - (xb + top + (n - 1) * s + k)) // s
         steps = (n + LANES - 1) // LANES if pad <= spare else n // LANES
         for r in range(rows):
             # row r's windows go to columns r*n + o; a padded last step's
@@ -216,22 +217,14 @@ def _sweep_for(k, s, count):
             for t in range(steps):
                 step(x, xb + r * sx, bases, t * LANES, r * n, beta, scratch)
         done = min(n, steps * LANES)
-        if done == n and n == sy:
-            # the rows follow each other in y and lse: one loop over the
-            # batch, whole vectors, and lse's dependent chains overlap
-            for j in range(rows * n):
-                y[_u(yb + j)] = store(scratch[2, _u(j)], y)
-            if with_lse:
-                for j in range(rows * n):
-                    lse[_u(yb + j)] = _lse(scratch[0, _u(j)], scratch[1, _u(j)], beta)
-        else:
-            for r in range(rows):
-                for o in range(done):
-                    y[_u(yb + r * sy + o)] = store(scratch[2, _u(r * n + o)], y)
-            if with_lse:
-                for r in range(rows):
-                    for o in range(done):
-                        lse[_u(yb + r * sy + o)] = _lse(scratch[0, _u(r * n + o)], scratch[1, _u(r * n + o)], beta)
+        # a batch (rows > 1) is of whole rows that follow each other in y
+        # and lse (done == n == sy): one loop over it, whole vectors, in
+        # which the lse chains of several rows overlap
+        for j in range(rows * done):
+            y[_u(yb + j)] = store(scratch[2, _u(j)], y)
+        if with_lse:
+            for j in range(rows * done):
+                lse[_u(yb + j)] = _lse(scratch[0, _u(j)], scratch[1, _u(j)], beta)
         return done, rows
 
     return sweep
@@ -246,6 +239,13 @@ def _no_mark():
 def _no_sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
     """The general kernel's sweep: it takes no window (every one takes ``_window``)."""
     return 0, 1
+
+
+#: Windows of a batch of short rows (see ``_forward_units_for``): enough for
+#: the lse loop's dependent chains to overlap, few enough that the batch's
+#: scratch and cells stay in L1 (36 rows of 56 windows, BLOCK's worth, made
+#: the 112-wide maps slower).
+BATCH = 256
 
 
 def _forward_units_for(sweep, cells):
@@ -268,59 +268,55 @@ def _forward_units_for(sweep, cells):
         n = ob - oa
         n_blocks = _n_blocks(n)
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
-        # Rows of one block each go to the sweep in batches along the last
-        # outer axis a, whose next unclipped row is one shift away (sx in x,
-        # sy in y and lse), as many as the scratch holds: the sweep's set-up
-        # and its copy and lse loops, most of a short row's time (16 windows
-        # on a 32-wide map), are paid once per batch.
+        # Whole rows (every window unclipped, one block) go to the sweep in
+        # batches along the last outer axis a, whose next unclipped row is
+        # one shift away (sx in x, sy in y and lse), when their outputs
+        # follow each other (sy == n), up to BATCH windows: the sweep's
+        # set-up and its copy and lse loops, most of a short row's time (16
+        # windows on a 32-wide map), are paid once per batch, and the walk
+        # jumps over the batch's rows.
         a = inner - 1
         sx = tab[a, S] * tab[a, XS] if a >= 0 else 0
         sy = tab[a, YS] if a >= 0 else 0
         ob_a = _interior(tab[a, O], tab[a, L], tab[a, K], tab[a, S], tab[a, D], tab[a, P])[1] if a >= 0 else 0
-        cap = BLOCK // n if cells > 0 and a >= 0 and n_blocks == 1 and n > 0 else 1
-        whole = False
+        batches = cells > 0 and a >= 0 and n_blocks == 1 and oa == 0 and ob == Oi and n == sy and n > 0
+        cap = max(1, BATCH // n) if batches else 1
         done = 0
         left = 0  # rows of the current batch after this one (the sweep did them)
         for u in range(u0, u1):
-            if left > 0 and whole:
-                # a row the batch did whole: the walk already moved past it
+            if left > 0:
                 left -= 1
                 continue
             if u > u0:
                 bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
-            if left > 0:
-                left -= 1
-            else:
-                done = 0
-                if count == cells and o1 > o0:
-                    rows = min(cap, u1 - u, ob_a - idx[a]) if cap > 1 else 1
-                    done, rows = sweep(
-                        x,
-                        y,
-                        lse,
-                        x0 + (o0 * Si - Pi) * xs,
-                        offs,
-                        ybase + o0 * ys,
-                        o1 - o0,
-                        rows,
-                        sx,
-                        sy,
-                        beta,
-                        with_lse,
-                        scratch,
-                    )
-                    left = rows - 1
-                    # no window of the batch's rows left to ``_window``: move
-                    # the walk to its last row at once (what ``_next_window_unit``
-                    # does row by row: a shift along axis a)
-                    whole = oa == 0 and done == Oi
-                    if whole and left > 0:
-                        idx[a] += left
-                        for q in range(count):
-                            offs[q] += left * sx
-                        ybase += left * sy
+            done = 0
+            if count == cells and o1 > o0:
+                rows = min(cap, u1 - u, ob_a - idx[a]) if cap > 1 else 1
+                done, rows = sweep(
+                    x,
+                    y,
+                    lse,
+                    x0 + (o0 * Si - Pi) * xs,
+                    offs,
+                    ybase + o0 * ys,
+                    o1 - o0,
+                    rows,
+                    sx,
+                    sy,
+                    beta,
+                    with_lse,
+                    scratch,
+                )
+                left = rows - 1
+                if left > 0:
+                    # the walk moves to the batch's last row at once (what
+                    # ``_next_window_unit`` does row by row: a shift along a)
+                    idx[a] += left
+                    for q in range(count):
+                        offs[q] += left * sx
+                    ybase += left * sy
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1
             # the windows of [first, last) outside the sweep's [o0, o0 + done),
