@@ -165,6 +165,10 @@ def _sweep_for(k, s, count):
     with gathers, which 512-bit vectors do not help.
     """
     mark = wide_vectors if k == s else _no_mark
+    # batches of rows only for tilings: with overlapping windows (k3s2, whose
+    # step loads by gathers) a row is long work already, and the batch's
+    # loop over rows cost 3-6% there
+    tiles = k == s
 
     @_inlined
     def step(x, xb, bases, o0, col, beta, scratch):
@@ -200,6 +204,7 @@ def _sweep_for(k, s, count):
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
         mark()
+        rows = rows if tiles else 1
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
         pad = (LANES - n % LANES) % LANES
