@@ -19,7 +19,7 @@ evaluate the same formula in the same cell order, so they give the same bits.
 
 import numpy as np
 
-from .._loops import XS, YS
+from .._loops import XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
 from ._scalar import acc, exp_le0, log_ge1, store
 from ._walk import (
@@ -146,16 +146,18 @@ def _window(x, first, offs, count, lo, hi, d, xs, beta):
 def _sweep_for(k, s, count):
     """The forward sweep for kernel k, stride s and ``count`` (<= 4) outer cells, all constants.
 
-    It reduces the n unclipped windows of a block of one row, unit strides:
-    window o has the cells xb + offs[q] + o*s + i for q < count and i < k; its
-    result goes to y[yb + o]. The cell loops unroll and the loop over the
-    LANES windows of a step, with every value in registers, vectorises.
+    It reduces the n unclipped windows of a block of each of ``rows`` rows,
+    unit strides: window o of row r has the cells xb + r*sx + offs[q] + o*s + i
+    for q < count and i < k; its result goes to y[yb + r*sy + o]. The cell
+    loops unroll and the loop over the LANES windows of a step, with every
+    value in registers, vectorises.
     Rows are short (56 windows for a 112-wide image), so the last step is not
     left to scalar code: it runs over whole LANES windows too when the cells
     of the extra windows (``spare`` of them) still lie inside x, and only
     the first n results are kept. Only the last rows of x have no spare
-    cells; the sweep returns how many windows it did, and leaves the others
-    to the caller's per-window path (one copy of the step less to compile).
+    cells (they go one at a time); the sweep returns how many windows of each
+    row and how many rows it did, and leaves the other windows to the
+    caller's per-window path (one copy of the step less to compile).
     Cells are visited in the order of ``_window``; lse, when asked for, is
     finished in a second loop over the block (``log_ge1`` vectorises too).
     Tilings of the row (k == s: k2s2, channels-last) take 512-bit vectors
@@ -163,9 +165,13 @@ def _sweep_for(k, s, count):
     with gathers, which 512-bit vectors do not help.
     """
     mark = wide_vectors if k == s else _no_mark
+    # batches of rows only for tilings: with overlapping windows (k3s2, whose
+    # step loads by gathers) a row is long work already, and the batch's
+    # loop over rows cost 3-6% there
+    tiles = k == s
 
     @_inlined
-    def step(x, xb, bases, o0, beta, scratch):
+    def step(x, xb, bases, o0, col, beta, scratch):
         zero = acc(0.0, beta)
         sgn = _sign(beta)
         for j in range(LANES):
@@ -191,26 +197,40 @@ def _sweep_for(k, s, count):
                     e = _weight(v, m, beta)
                     ssum += e
                     tsum += _moment(e, v, rh)
-            scratch[0, _u(o)] = m
-            scratch[1, _u(o)] = ssum
-            scratch[2, _u(o)] = _result(ref, tsum, ssum)
+            scratch[0, _u(col + o)] = m
+            scratch[1, _u(col + o)] = ssum
+            scratch[2, _u(col + o)] = _result(ref, tsum, ssum)
 
     @_inlined
-    def sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
+    def sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
         mark()
+        rows = rows if tiles else 1
         bases = _bases(offs, count)
         top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
-        spare = (x.size - (xb + top + (n - 1) * s + k)) // s
-        steps = (n + LANES - 1) // LANES if (LANES - n % LANES) % LANES <= spare else n // LANES
-        for t in range(steps):
-            step(x, xb, bases, t * LANES, beta, scratch)
+        pad = (LANES - n % LANES) % LANES
+        # the spare cells after the batch's last row (its first for sx < 0)
+        spare = (x.size - (xb + max(0, (rows - 1) * sx) + top + (n - 1) * s + k)) // s
+        if rows > 1 and pad > spare:
+            # near the end of x: the row alone, with the windows it does
+            # unbatched (the same path for each window: the same bits)
+            rows = 1
+            spare = (x.size - (xb + top + (n - 1) * s + k)) // s
+        steps = (n + LANES - 1) // LANES if pad <= spare else n // LANES
+        for r in range(rows):
+            # row r's windows go to columns r*n + o; a padded last step's
+            # extra lanes are overwritten by the next row's
+            for t in range(steps):
+                step(x, xb + r * sx, bases, t * LANES, r * n, beta, scratch)
         done = min(n, steps * LANES)
-        for o in range(done):
-            y[_u(yb + o)] = store(scratch[2, _u(o)], y)
+        # a batch (rows > 1) is of whole rows that follow each other in y
+        # and lse (done == n == sy): one loop over it, whole vectors, in
+        # which the lse chains of several rows overlap
+        for j in range(rows * done):
+            y[_u(yb + j)] = store(scratch[2, _u(j)], y)
         if with_lse:
-            for o in range(done):
-                lse[_u(yb + o)] = _lse(scratch[0, _u(o)], scratch[1, _u(o)], beta)
-        return done
+            for j in range(rows * done):
+                lse[_u(yb + j)] = _lse(scratch[0, _u(j)], scratch[1, _u(j)], beta)
+        return done, rows
 
     return sweep
 
@@ -221,9 +241,16 @@ def _no_mark():
 
 
 @_inlined
-def _no_sweep(x, y, lse, xb, offs, yb, n, beta, with_lse, scratch):
+def _no_sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
     """The general kernel's sweep: it takes no window (every one takes ``_window``)."""
-    return 0
+    return 0, 1
+
+
+#: Windows of a batch of short rows (see ``_forward_units_for``): enough for
+#: the lse loop's dependent chains to overlap, few enough that the batch's
+#: scratch and cells stay in L1 (36 rows of 56 windows, BLOCK's worth, made
+#: the 112-wide maps slower).
+BATCH = 256
 
 
 def _forward_units_for(sweep, cells):
@@ -246,14 +273,33 @@ def _forward_units_for(sweep, cells):
         n = ob - oa
         n_blocks = _n_blocks(n)
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
+        # Whole rows (every window unclipped, one block) go to the sweep in
+        # batches along the last outer axis a, whose next unclipped row is
+        # one shift away (sx in x, sy in y and lse), when their outputs
+        # follow each other (sy == n), up to BATCH windows: the sweep's
+        # set-up and its copy and lse loops, most of a short row's time (16
+        # windows on a 32-wide map), are paid once per batch, and the walk
+        # jumps over the batch's rows.
+        a = inner - 1
+        sx = tab[a, S] * tab[a, XS] if a >= 0 else 0
+        sy = tab[a, YS] if a >= 0 else 0
+        ob_a = _interior(tab[a, O], tab[a, L], tab[a, K], tab[a, S], tab[a, D], tab[a, P])[1] if a >= 0 else 0
+        batches = cells > 0 and a >= 0 and n_blocks == 1 and oa == 0 and ob == Oi and n == sy and n > 0
+        cap = max(1, BATCH // n) if batches else 1
+        done = 0
+        left = 0  # rows of the current batch after this one (the sweep did them)
         for u in range(u0, u1):
+            if left > 0:
+                left -= 1
+                continue
             if u > u0:
                 bi, count, ybase = _next_window_unit(tab, bi, n_blocks, idx, offs, count, ybase)
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
             done = 0
             if count == cells and o1 > o0:
-                done = sweep(
+                rows = min(cap, u1 - u, ob_a - idx[a]) if cap > 1 else 1
+                done, rows = sweep(
                     x,
                     y,
                     lse,
@@ -261,10 +307,21 @@ def _forward_units_for(sweep, cells):
                     offs,
                     ybase + o0 * ys,
                     o1 - o0,
+                    rows,
+                    sx,
+                    sy,
                     beta,
                     with_lse,
                     scratch,
                 )
+                left = rows - 1
+                if left > 0:
+                    # the walk moves to the batch's last row at once (what
+                    # ``_next_window_unit`` does row by row: a shift along a)
+                    idx[a] += left
+                    for q in range(count):
+                        offs[q] += left * sx
+                    ybase += left * sy
             first = 0 if bi == 0 else o0
             last = Oi if bi == n_blocks - 1 else o1
             # the windows of [first, last) outside the sweep's [o0, o0 + done),
