@@ -23,8 +23,9 @@ every conversion and allocation of a call inside it), and ``bfloat16()``,
 True when the backend computes bfloat16 arrays itself (otherwise ``_api``
 hands it float32 copies and casts the results back). A backend with
 ``takes_out = True`` writes preallocated outputs itself: ``forward`` then also
-takes ``lse_out=``, ``backward`` and ``jvp`` take ``out=`` (the GPU backend, so
-that a torch CUDA call allocates nothing); for others ``_api`` copies into them.
+takes ``lse_out=``, ``backward`` and ``jvp`` take ``out=`` (the CPU and GPU
+backends: a call with its outputs given neither allocates nor copies, and a
+torch CUDA call allocates nothing); for others ``_api`` copies into them.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ __all__ = [
     "layout_order",
     "layout_strides",
     "empty_like_layout",
+    "out_or_empty",
     "element_strides",
     "whole",
     "same_layout",
@@ -130,6 +131,14 @@ def empty_like_layout(shape, like_strides, dtype, xp=np):
         return xp.empty(shape, dtype=dtype)
     order, inverse = perm
     return xp.empty(tuple(shape[a] for a in order), dtype=dtype).transpose(inverse)
+
+
+def out_or_empty(out, strides, shape, like_strides, dtype, xp=np):
+    """``out`` where a kernel can write it directly (its element strides are ``strides``), else a new array of
+    ``shape`` in the layout of ``like_strides`` (:func:`empty_like_layout`); :func:`into` then copies it over."""
+    if out is not None and same_layout(out, strides):
+        return out
+    return empty_like_layout(shape, like_strides, dtype, xp)
 
 
 def loop_table(geom, x_strides, y_strides, g_strides=None):

@@ -7,7 +7,7 @@ from numba.core.errors import TypingError
 
 import softpool_nd
 from softpool_nd._geometry import make_geometry
-from softpool_nd._loops import element_strides, loop_table
+from softpool_nd._loops import element_strides, empty_like_layout, loop_table
 from softpool_nd.cpu import backend, kernels
 from softpool_nd.cpu._scalar import exp_le0
 
@@ -122,8 +122,8 @@ def _general_forward(x, kw, beta=1.0, threads=4):
     acc = np.dtype(np.float64 if x.dtype == np.float64 else np.float32)
     out_shape = softpool_nd.output_shape(x.shape, **kw)
     _, tab = _table(x, kw, out_shape)
-    y = backend.empty_like_layout(out_shape, x.strides, x.dtype)
-    lse = backend.empty_like_layout(out_shape, x.strides, acc)
+    y = empty_like_layout(out_shape, x.strides, x.dtype)
+    lse = empty_like_layout(out_shape, x.strides, acc)
     xflat, x0 = backend._flat(x)
     kernels.forward(
         xflat, x0, tab, acc.type(beta), backend._flat(y, True)[0], backend._flat(lse, True)[0], True, threads
@@ -139,7 +139,7 @@ def _run_general(x, kw, beta=1.0):
     y, lse = _general_forward(x, kw, beta)
     xflat, x0 = backend._flat(x)
     gy = np.ones(out_shape, x.dtype)
-    gx = backend.empty_like_layout(x.shape, x.strides, x.dtype)
+    gx = empty_like_layout(x.shape, x.strides, x.dtype)
     tab_b = loop_table(geom, element_strides(x), element_strides(y), element_strides(gx))
     kernels.backward(
         xflat,

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -201,3 +202,32 @@ def test_a_child_forked_while_the_cache_is_locked_can_allocate():
     except subprocess.TimeoutExpired:
         pytest.fail("the child forked while the cache was locked hung on the lock")
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("call", ["forward", "backward", "jvp"])
+def test_given_outputs_are_written_by_the_kernels(call, x):
+    """out= in the layout the kernels would allocate is written in place: nothing output-sized is allocated,
+    nothing copied (before, the CPU forward computed lse, and backward and jvp their result, into new memory
+    and copied it over)."""
+    y, lse = softpool_nd.forward(x, 2)
+    gy = np.ones_like(y)
+    out = {"forward": (np.empty_like(y), np.empty_like(lse)), "backward": np.empty_like(x), "jvp": np.empty_like(y)}
+    run = {
+        "forward": lambda: softpool_nd.forward(x, 2, out=out["forward"]),
+        "backward": lambda: softpool_nd.backward(gy, x, 2, y=y, lse=lse, out=out["backward"]),
+        "jvp": lambda: softpool_nd.jvp(x, x, 2, y=y, lse=lse, out=out["jvp"]),
+    }[call]
+    want = run()
+    want = tuple(a.copy() for a in want) if call == "forward" else want.copy()
+    previous = softpool_nd.set_output_cache(0)  # an output-sized allocation must show in tracemalloc
+    tracemalloc.start()
+    try:
+        got = run()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        softpool_nd.set_output_cache(previous)
+    assert peak < y.nbytes // 4
+    for g, o, w in zip(*((got, out[call], want) if call == "forward" else ((got,), (out[call],), (want,)))):
+        assert g is o
+        np.testing.assert_array_equal(g, w)

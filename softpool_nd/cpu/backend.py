@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import _outputs
-from .._loops import element_strides, empty_like_layout, in_layout, layout_strides, loop_table, same_layout, whole
+from .._loops import element_strides, in_layout, into, layout_strides, loop_table, out_or_empty, whole
 from . import _threads, kernels
 from .jvp import dx_table, jvp_kernel
 
@@ -58,9 +58,15 @@ def _tasks(n):
     return 1 if n < SERIAL_BELOW or threads == 1 else 8 * threads
 
 
-def _output(shape, like_strides, dtype):
-    """A new output array in the layout of ``like_strides``, its memory from the output cache (``_outputs``)."""
-    return empty_like_layout(shape, like_strides, dtype, _outputs)
+def _output(out, strides, shape, like_strides, dtype):
+    """``out`` where the kernel can write it directly, else a new array in the layout of ``like_strides``, its
+    memory from the output cache (``_outputs``)."""
+    return out_or_empty(out, strides, shape, like_strides, dtype, _outputs)
+
+
+#: forward takes ``lse_out``, backward and jvp ``out``: the kernels write preallocated outputs of the layout
+#: they would allocate, so a call with its outputs given neither allocates nor copies (softpool_nd._dispatch).
+takes_out = True
 
 
 #: The lse argument of a forward that computes no lse.
@@ -83,30 +89,27 @@ def _backward_plan(geom, x_strides, g_strides):
     return ys, tab, kernels.backward_kernel(tab)
 
 
-def forward(x, geom, beta, acc_dtype, out=None, with_lse=True):
-    """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` when given.
+def forward(x, geom, beta, acc_dtype, out=None, with_lse=True, lse_out=None):
+    """Return (y, lse) for a float16/32/64 array ``x``; ``y`` is ``out`` and ``lse`` is ``lse_out`` when given.
 
-    With ``with_lse`` False, lse is neither computed nor allocated and None is returned for it.
+    With ``with_lse`` False and no ``lse_out``, lse is neither computed nor allocated and None is returned for it.
     """
     x, x_strides = whole(x)
     xflat, x0 = _flat(x)
     ys, tab, kernel = _forward_plan(geom, x_strides)
-    direct = out is not None and same_layout(out, ys)
-    y = out if direct else _output(geom.out_shape, x.strides, x.dtype)
-    lse = _output(geom.out_shape, x.strides, acc_dtype) if with_lse else None
+    with_lse = with_lse or lse_out is not None
+    y = _output(out, ys, geom.out_shape, x.strides, x.dtype)
+    lse = _output(lse_out, ys, geom.out_shape, x.strides, acc_dtype) if with_lse else None
     lse_flat = _flat(lse, True)[0] if with_lse else _NO_LSE[acc_dtype]
     with _threads.serial:
         kernel(xflat, x0, tab, acc_dtype.type(beta), _flat(y, True)[0], lse_flat, with_lse, _tasks(x.size))
-    if out is not None and not direct:
-        out[...] = y
-        y = out
-    return y, lse
+    return into(out, y), into(lse_out, lse)
 
 
-def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
-    """Return grad_x for ``x``; grad_y, y and lse are output-shaped arrays."""
+def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact, out=None):
+    """Return grad_x for ``x`` (``out`` when given); grad_y, y and lse are output-shaped arrays."""
     x, x_strides = whole(x)
-    gx = _output(x.shape, x.strides, x.dtype)
+    gx = _output(out, layout_strides(x.shape, x.strides), x.shape, x.strides, x.dtype)
     ys, tab, kernel = _backward_plan(geom, x_strides, element_strides(gx))
     gy, y, lse = (in_layout(a, ys, x.strides) for a in (grad_y, y, lse))
     xflat, x0 = _flat(x)
@@ -123,7 +126,7 @@ def backward(grad_y, x, y, lse, geom, beta, acc_dtype, exact):
             _flat(gx, True)[0],
             _tasks(x.size),
         )
-    return gx
+    return into(out, gx)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -134,13 +137,14 @@ def _jvp_plan(geom, x_strides, dx_strides):
     return ys, tab, dx_table(tab)
 
 
-def jvp(dx, x, y, lse, geom, beta, acc_dtype):
-    """Return the tangent dy of y for the tangent ``dx`` of ``x`` (dx in x's dtype and shape, any layout)."""
+def jvp(dx, x, y, lse, geom, beta, acc_dtype, out=None):
+    """Return the tangent dy of y for the tangent ``dx`` of ``x`` (dx in x's dtype and shape, any layout); ``out``
+    when given."""
     x, x_strides = whole(x)
     dx, dx_strides = whole(dx)
     ys, tab, dtab = _jvp_plan(geom, x_strides, dx_strides)
     y, lse = in_layout(y, ys, x.strides), in_layout(lse, ys, x.strides)
-    dy = _output(geom.out_shape, x.strides, x.dtype)
+    dy = _output(out, ys, geom.out_shape, x.strides, x.dtype)
     (xflat, x0), (dflat, d0) = _flat(x), _flat(dx)
     with _threads.serial:
         jvp_kernel(
@@ -156,4 +160,4 @@ def jvp(dx, x, y, lse, geom, beta, acc_dtype):
             _flat(dy, True)[0],
             _tasks(x.size),
         )
-    return dy
+    return into(out, dy)

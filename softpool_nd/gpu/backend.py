@@ -18,6 +18,7 @@ from .._loops import (
     into,
     layout_strides,
     loop_table,
+    out_or_empty,
     same_layout,
     whole,
 )
@@ -62,10 +63,7 @@ class Backend:
         return into(out, y), into(lse_out, lse)
 
     def _target(self, out, strides, shape, like_strides, dtype):
-        """``out`` when the kernel can write it with element ``strides``, else a new array in that layout."""
-        if out is not None and same_layout(out, strides):
-            return out
-        return empty_like_layout(shape, like_strides, dtype, self.xp)
+        return out_or_empty(out, strides, shape, like_strides, dtype, self.xp)
 
     def backward(self, grad_y, x, y, lse, geom, beta, acc_dtype, exact, out=None):
         """Return grad_x for ``x``, on its device; grad_y, y and lse are output-shaped arrays.
