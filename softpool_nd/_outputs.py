@@ -4,9 +4,10 @@ A training loop calls the kernels with the same shapes step after step, and
 each call's outputs (y and lse, grad_x, a jvp's dy) used to be fresh memory.
 On Linux a fresh allocation of a few MB comes straight from the operating
 system, and every page of it faults and is cleared on first touch. On the
-2-core machine of the README's table, with this cache forward() took 0.72-0.83
-and backward() 0.60-0.71 of their time without it on (16, 64, 112, 112) float32
-(``benchmarks/training_breakdown.py``, its rows without the cache). So, like
+2-core machine of the README's table, with this cache the training step through
+softpool_nd.torch took 0.72-0.89 of its time without it (quiet machine), and on
+a loaded one forward() 0.75-0.83 and backward() 0.60-0.71 on (16, 64, 112, 112)
+float32 (``benchmarks/training_breakdown.py``, its rows without the cache). So, like
 PyTorch's CUDA caching allocator, the buffers of large outputs are kept after
 their last user drops them and handed out again for the next output of the
 same size, whose pages are then already mapped.
@@ -141,7 +142,7 @@ def set_output_cache(max_bytes):
     The CPU kernels' outputs of 1 MiB and more come from buffers that earlier
     outputs of the same size left behind once nothing referred to them any
     more: their memory is already mapped, where fresh memory faults and is
-    cleared page by page on first touch (a fifth to two fifths of the kernels' time on large
+    cleared page by page on first touch (up to two fifths of a kernel's time on large
     arrays). At most ``max_bytes`` are held by the cache, free or in use; the
     default is 256 MiB, or the environment's ``SOFTPOOL_ND_OUTPUT_CACHE``
     (bytes) at import. ``0`` turns the cache off and releases the free buffers.
