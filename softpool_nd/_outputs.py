@@ -68,13 +68,17 @@ def _checked_limit(max_bytes):
 
 
 class _Cache:
-    """Flat uint8 buffers, most recently handed out last, and the bytes they hold."""
+    """Flat uint8 buffers, most recently handed out last."""
 
     def __init__(self, limit):
         self.limit = limit
         self.buffers = []
-        self.held = 0
         self.lock = threading.Lock()
+
+    @property
+    def held(self):
+        """The bytes the cache holds, free or in use."""
+        return sum(b.nbytes for b in self.buffers)
 
     def take(self, nbytes):
         """A buffer of ``nbytes`` that nothing else refers to (a kept one, or a new one kept if it fits)."""
@@ -87,15 +91,14 @@ class _Cache:
                     return buf
             buf = np.empty(nbytes, np.uint8)
             # make room by dropping free buffers, least recently handed out first
-            i = 0
-            while self.held + nbytes > self.limit and i < len(bufs):
+            held, i = self.held, 0
+            while held + nbytes > self.limit and i < len(bufs):
                 if _refs(bufs, i) == _FREE:
-                    self.held -= bufs.pop(i).nbytes
+                    held -= bufs.pop(i).nbytes
                 else:
                     i += 1
-            if self.held + nbytes <= self.limit:
+            if held + nbytes <= self.limit:
                 bufs.append(buf)
-                self.held += nbytes
             return buf
 
     def resize(self, limit):
@@ -112,7 +115,6 @@ class _Cache:
                         keep[i] = True
                         held += bufs[i].nbytes
             self.buffers = [b for b, k in zip(bufs, keep) if k]
-            self.held = held
             return previous
 
     def after_fork(self):
