@@ -220,18 +220,20 @@ def _tiled_units_for(sweep, k, cells):
                 gx[at] = store(gj, gx)
 
     @_inlined
+    def start(tab):
+        # what both units loops derive from the loop table's innermost row, and their per-cell scratch
+        inner = tab.shape[0] - 1
+        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
+        xs, ys = tab[inner, XS], tab[inner, YS]
+        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
+        return inner, Li, Si, xs, ys, (Ki, Si, Di, Pi, Oi, xs, ys), n, _n_blocks(n), _offsets_scratch(1), _memo()
+
+    @_inlined
     def batched(args, u0, u1, offs_owned, idx_owned, g_owned):
         x, x0, tab, beta, gy, y, lse, exact, gx = args
         # no reference counts in the loop over rows (see units)
         offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
-        inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
-        xs, ys = tab[inner, XS], tab[inner, YS]
-        geometry = (Ki, Si, Di, Pi, Oi, xs, ys)
-        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
-        n_blocks = _n_blocks(n)
-        row = _offsets_scratch(1)
-        memo = _memo()
+        inner, Li, Si, xs, ys, geometry, n, n_blocks, row, memo = start(tab)
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
         # Rows of one block each go to the sweep together along the last outer
         # axis a (a tiling's next row there is one shift away: sx in x and gx,
@@ -270,14 +272,7 @@ def _tiled_units_for(sweep, k, cells):
         # operations on every sweep call, each waiting for the row's stores
         # (the arguments' arrays are views without a count already)
         offs, idx, g = borrowed(offs_owned), borrowed(idx_owned), borrowed(g_owned)
-        inner = tab.shape[0] - 1
-        Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
-        xs, ys = tab[inner, XS], tab[inner, YS]
-        geometry = (Ki, Si, Di, Pi, Oi, xs, ys)
-        n = _interior(Oi, Li, Ki, Si, Di, Pi)[1]
-        n_blocks = _n_blocks(n)
-        row = _offsets_scratch(1)
-        memo = _memo()
+        inner, Li, Si, xs, ys, geometry, n, n_blocks, row, memo = start(tab)
         bi, count, ybase = _first_window_unit(tab, u0, n_blocks, idx, offs)
         for u in range(u0, u1):
             if u > u0:
