@@ -46,10 +46,16 @@ __all__ = [
 
 def element_strides(a):
     """Strides of ``a`` in elements; None when one is not a whole number of elements."""
-    item = a.dtype.itemsize
-    if any(s % item for s in a.strides):
+    return _in_elements(a.strides, a.dtype.itemsize)
+
+
+# Memoized on the (few) layouts a program uses: every kernel call checks each of its arrays,
+# and the generator expressions cost more than the kernels on small maps (issue #14).
+@functools.lru_cache(maxsize=1024)
+def _in_elements(strides, item):
+    if any(s % item for s in strides):
         return None
-    return tuple(s // item for s in a.strides)
+    return tuple(s // item for s in strides)
 
 
 def whole(a, xp=np):
@@ -64,8 +70,13 @@ def whole(a, xp=np):
 def same_layout(a, strides):
     """True when ``a`` can be addressed with element ``strides`` (size-1 axes never move, so their strides
     do not matter): the one test of whether an array is already in the layout a kernel walks."""
-    own = element_strides(a)
-    return own is not None and all(s == t for s, t, n in zip(own, strides, a.shape) if n > 1)
+    return _addressable(a.strides, a.dtype.itemsize, a.shape, strides)
+
+
+@functools.lru_cache(maxsize=1024)
+def _addressable(byte_strides, item, shape, strides):
+    own = _in_elements(byte_strides, item)
+    return own is not None and all(s == t for s, t, n in zip(own, strides, shape) if n > 1)
 
 
 def in_layout(a, strides, like_strides, xp=np):
@@ -114,8 +125,9 @@ def _is_batch(row):
     return row[K] == 1 and row[S] == 1 and row[P] == 0
 
 
+@functools.lru_cache(maxsize=1024)
 def layout_strides(shape, like_strides):
-    """Element strides of ``empty_like_layout(shape, like_strides, ...)``, without allocating it."""
+    """Element strides of ``empty_like_layout(shape, like_strides, ...)``, without allocating it; cached."""
     strides = [0] * len(shape)
     step = 1
     for a in reversed(layout_order(like_strides)):

@@ -54,8 +54,10 @@ SERIAL_BELOW = 1 << 16
 def _tasks(n):
     """Blocks of work for a call reading ``n`` input elements: one (serial) for small
     calls or a single thread, else enough for load balance across numba's threads."""
-    threads = numba.get_num_threads()
-    return 1 if n < SERIAL_BELOW or threads == 1 else 8 * threads
+    if n < SERIAL_BELOW:
+        return 1
+    threads = numba.get_num_threads()  # per thread and changeable: asked at every call
+    return 1 if threads == 1 else 8 * threads
 
 
 def _output(out, strides, shape, like_strides, dtype):
