@@ -6,6 +6,8 @@ and numba threads by default) of:
 
 - ``step``: the training step users run: ``soft_pool`` (forward with lse)
   then ``torch.autograd.grad`` (the backward op);
+- ``step (compiled)``: the same step inside ``torch.compile`` (a user who
+  compiles the model: the custom operators run from inductor's graph);
 - ``fwd_kernel`` / ``bwd_kernel``: :func:`softpool_nd.forward` and
   :func:`softpool_nd.backward` called directly on NumPy views of the same
   memory (kernel time); ``step - fwd_kernel - bwd_kernel`` is what the
@@ -60,6 +62,7 @@ BYTES_PER_ELEMENT = {
     "clone": 2 * 4,
     "step": 4.25 * 4,
     "step (no cache)": 4.25 * 4,
+    "step (compiled)": 4.25 * 4,
     "fwd_kernel": 1.5 * 4,
     "fwd_kernel (no cache)": 1.5 * 4,
     "bwd_kernel": 2.75 * 4,
@@ -79,10 +82,15 @@ def breakdown_fns(shape, channels_last):
     import torch
 
     import softpool_nd
+    import softpool_nd.torch
 
     fns = training_steps(shape, channels_last)
     del fns["forward"]  # forward() alone is fwd_kernel
     fns["step"] = fns.pop("softpool_nd")
+    xg = x_grad(shape, channels_last)
+    ours = torch.compile(lambda t: softpool_nd.torch.soft_pool(t, 2), dynamic=False)
+    gy_t = torch.ones_like(ours(xg))
+    fns["step (compiled)"] = lambda: torch.autograd.grad(ours(xg), xg, gy_t)
     # the same data and memory layout as training_steps' tensors, seen by NumPy
     x = torch.from_numpy(_input(shape))
     if channels_last:
@@ -122,6 +130,16 @@ def _without_output_cache(fn):
     return run
 
 
+def x_grad(shape, channels_last):
+    """A float32 input that requires grad, in the layout of ``training_steps``' tensors."""
+    import torch
+
+    x = torch.from_numpy(_input(shape))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(True)
+
+
 def _input(shape):
     from softpool_nd.bench import Case, make_input
 
@@ -150,6 +168,7 @@ def table(shape, channels_last, t):
     for k in (
         "step",
         "step (no cache)",
+        "step (compiled)",
         "fwd_kernel",
         "fwd_kernel (no cache)",
         "bwd_kernel",
@@ -186,6 +205,7 @@ def table(shape, channels_last, t):
         f"forward()/pool() {t['fwd_kernel'] / t['pool']:.2f} (<= 1.3); no_grad adapter/pool() "
         f"{t['no_grad'] / t['pool']:.2f} (<= 1.15); adapter+autograd overhead {t['adapter'] * 1e3:.3f} ms "
         f"({t['adapter'] / t['step'] * 100:.0f}% of the step)",
+        f"softpool_nd's step inside torch.compile / eager: {t['step (compiled)'] / t['step']:.2f}",
         "with the output cache / without (softpool_nd.set_output_cache(0)): step "
         f"{t['step'] / t['step (no cache)']:.2f}, forward() {t['fwd_kernel'] / t['fwd_kernel (no cache)']:.2f}, "
         f"backward {t['bwd_kernel'] / t['bwd_kernel (no cache)']:.2f}",
