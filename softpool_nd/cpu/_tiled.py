@@ -78,11 +78,14 @@ def _tiled_sweep_for(k, count):
     as the forward sweep's, padded in the same way and returning how many
     windows it did (none when one needs ``_fallback_weight``), whose body is
     big enough not to be unrolled into scalar code. Then the count input
-    rows' cells are copied from g to gx (at gb + offs[q]). (Stores
-    interleaved by k = 2 straight to gx ran 3x slower than this copy; with
-    k = 1, channels-last, whole steps store to gx themselves, and ``rows``
-    output rows, each sx further in x and gx and sy in the outputs, are
-    swept in one call: see ``_tiled_units_for``.)
+    rows' cells are copied from g to gx (at gb + offs[q]). In the common
+    case (exact, beta != 0) whole steps store to gx themselves instead: with
+    k = 1 (channels-last), and with k = 2 and two rows (NCHW), whose loads
+    and stores carry alias scopes (``scoped_load``; without them the direct
+    stores ran 3x slower than the copy). Not in 3-D: four rows need four
+    scopes, and its direct step, in two loops of two rows, stayed scalar.
+    With k = 1, ``rows`` output rows, each sx further in x and gx and sy in
+    the outputs, are swept in one call: see ``_tiled_units_for``.
     """
 
     # k == 2: the step's accesses carry alias scopes (see scoped_load), where
@@ -137,9 +140,9 @@ def _tiled_sweep_for(k, count):
         if exact and beta != acc(0.0, beta):
             # the common case, its tests of exact and beta folded out of the
             # vectorised loop (they cost a branch and mask operations per cell).
-            # With k == 1 (channels-last) whole steps write their rows of gx
-            # themselves, a padded last one through g: no copy of g (0.88-0.95x
-            # the time). Interleaved by k == 2, direct stores ran 3x slower.
+            # Whole steps write their rows of gx themselves, a padded last one
+            # through g: no copy of g (k == 1: 0.88-0.95x the time; k == 2, 2-D:
+            # float32 0.83-0.94x, float64 0.77-0.82x, CPU time of one thread)
             first = (n // LANES) * LANES if (k == 1 or scoped) and _batches(gx) else 0
             for r in range(rows):
                 for t in range(first // LANES):

@@ -129,9 +129,9 @@ def scoped_load(typingctx, a, i):
     touches memory that another one writes (``_scoped``). Without it, LLVM's
     loop vectoriser cannot relate the stores to the loads or the rows to each
     other, and guards the vector step with dozens of run-time overlap checks,
-    of which those between the two interleaved stores of a row always fail:
-    the scalar loop ran, 3x slower than the vector step and a copy from
-    scratch. What the metadata claims is true wherever the kernel runs: the
+    among them pairs of ranges that always overlap (a row's two interleaved
+    stores): the scalar loop ran, 3x slower than the vector step and a copy
+    from scratch. What the metadata claims is true wherever the kernel runs: the
     inputs are only read, grad_x shares no memory with them
     (``softpool_nd._api._direct`` gives the kernel a new grad_x otherwise),
     and in a tiling every grad_x cell lies in exactly one window, stored once,
