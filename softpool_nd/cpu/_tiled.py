@@ -142,7 +142,7 @@ def _tiled_sweep_for(k, count):
             # vectorised loop (they cost a branch and mask operations per cell).
             # Whole steps write their rows of gx themselves, a padded last one
             # through g: no copy of g (k == 1: 0.88-0.95x the time; k == 2, 2-D:
-            # float32 0.83-0.94x, float64 0.77-0.82x, CPU time of one thread)
+            # float32 0.83-0.99x, float64 0.77-0.82x, CPU time of one thread)
             first = (n // LANES) * LANES if (k == 1 or scoped) and _batches(gx) else 0
             for r in range(rows):
                 for t in range(first // LANES):
