@@ -134,9 +134,11 @@ def _check_out(name, a, shape, dtype, backend, x, in_shape, what="the result"):
         raise ValueError(f"{name} is read-only (input shape {in_shape})")
 
 
-def _direct(out, dtype, x, backend):
-    """True when the backend may write ``out`` itself: native byte order and no memory shared with ``x``."""
-    return out is not None and out.dtype == dtype and not _may_overlap(out, x, backend)
+def _direct(out, dtype, backend, *inputs):
+    """True when the backend may write ``out`` itself: native byte order and no memory shared with any of the
+    ``inputs`` (x, and grad_y or dx, y and lse: the kernels read them while they write ``out``, and the CPU
+    kernels tell LLVM that they never overlap, see ``cpu._walk.scoped_load``)."""
+    return out is not None and out.dtype == dtype and not any(_may_overlap(out, a, backend) for a in inputs)
 
 
 def output_shape(
@@ -212,7 +214,7 @@ def forward(
             return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
         _check_out("out[0]", y_out, geom.out_shape, dtype, backend, x, geom.in_shape)
         _check_out("out[1]", lse_out, geom.out_shape, acc_dtype, backend, x, geom.in_shape, what="lse")
-        direct = _direct(y_out, dtype, x, backend) and _direct(lse_out, acc_dtype, x, backend)
+        direct = _direct(y_out, dtype, backend, x) and _direct(lse_out, acc_dtype, backend, x)
         y, lse = _forward(
             x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None, lse_out=lse_out if direct else None
         )
@@ -428,7 +430,7 @@ def _linearized(direction, v, x, y, lse, out, params, gradient=None):
             return to_caller(into(out, backend.xp.zeros(result_shape, dtype=dtype)))
         y, lse = _given_or_forward(x, y, lse, geom, dtype, acc_dtype, beta, backend)
         work = _work_dtype(backend, dtype)
-        direct = work == dtype and _direct(out, dtype, x, backend)
+        direct = work == dtype and _direct(out, dtype, backend, x, v, y, lse)
         args = (_as(v, work), _as(x, work), _as(y, work), lse, geom, beta, acc_dtype)
         kw = _out_kw(backend, out=out if direct else None)
         if direction == "backward":

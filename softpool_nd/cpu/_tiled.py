@@ -19,6 +19,7 @@ from ._scalar import acc, store
 from ._walk import (
     BLOCK,
     LANES,
+    ROW_SCOPES,
     _base,
     _bases,
     _first_window_unit,
@@ -30,6 +31,8 @@ from ._walk import (
     _u,
     borrowed,
     keep_alive,
+    scoped_load,
+    scoped_store,
     wide_vectors,
 )
 
@@ -46,6 +49,24 @@ def _batches_for(gx):
     return lambda gx: batches
 
 
+@_inlined
+def _load(a, i, scoped):
+    # a[i], in the inputs' alias scope if scoped (see scoped_load)
+    return scoped_load(a, i) if scoped else a[i]
+
+
+@_inlined
+def _store(gx, at, v, q, scoped):
+    # gx[at] = v, if scoped in the alias scope of grad_x row q (see
+    # scoped_store), q a constant once LLVM unrolls the loop over q (as in _base)
+    if not scoped:
+        gx[at] = v
+    elif q == 0:
+        scoped_store(gx, at, v, 0)
+    else:
+        scoped_store(gx, at, v, 1)
+
+
 def _tiled_sweep_for(k, count):
     """The backward sweep of a tiling (kernel = stride = k, ``count`` <= 4 outer cells), constants.
 
@@ -57,12 +78,19 @@ def _tiled_sweep_for(k, count):
     as the forward sweep's, padded in the same way and returning how many
     windows it did (none when one needs ``_fallback_weight``), whose body is
     big enough not to be unrolled into scalar code. Then the count input
-    rows' cells are copied from g to gx (at gb + offs[q]). (Stores
-    interleaved by k = 2 straight to gx ran 3x slower than this copy; with
-    k = 1, channels-last, whole steps store to gx themselves, and ``rows``
-    output rows, each sx further in x and gx and sy in the outputs, are
-    swept in one call: see ``_tiled_units_for``.)
+    rows' cells are copied from g to gx (at gb + offs[q]). In the common
+    case (exact, beta != 0) whole steps store to gx themselves instead: with
+    k = 1 (channels-last), and with k = 2 and two rows (NCHW), whose loads
+    and stores carry alias scopes (``scoped_load``; without them the direct
+    stores ran 3x slower than the copy). Not in 3-D: four rows need four
+    scopes, and its direct step, in two loops of two rows, stayed scalar.
+    With k = 1, ``rows`` output rows, each sx further in x and gx and sy in
+    the outputs, are swept in one call: see ``_tiled_units_for``.
     """
+
+    # k == 2: the step's accesses carry alias scopes (see scoped_load), where
+    # each of its rows can have one of its own, and whole steps store to gx
+    scoped = k == 2 and count <= ROW_SCOPES
 
     @_inlined
     def step(gy, x, y, lse, xb, yb, bases, o0, go, beta, exact, common, g, gx, gb, direct):
@@ -72,13 +100,13 @@ def _tiled_sweep_for(k, count):
         for j in range(LANES):
             o = o0 + j
             at = _u(yb + o)
-            lse_w = acc(lse[at], beta)
-            gy_w = acc(gy[at], beta)
-            y_w = acc(y[at], beta) if exact else zero
+            lse_w = acc(_load(lse, at, scoped), beta)
+            gy_w = acc(_load(gy, at, scoped), beta)
+            y_w = acc(_load(y, at, scoped), beta) if exact else zero
             for q in range(count):
                 b = xb + _base(q, bases) + o * k
                 for i in range(k):
-                    v = acc(x[_u(b + i)], beta)
+                    v = acc(_load(x, _u(b + i), scoped), beta)
                     # beta*v rounded, as lse's beta*m was: "+ zero" keeps LLVM from
                     # contracting the product into an fma with "z - lse" (its error
                     # there, ~1e31 for beta*v near fmax, would make the weight inf);
@@ -87,7 +115,7 @@ def _tiled_sweep_for(k, count):
                     # zero + term, as the per-cell sum gives: -0.0 becomes 0.0
                     t = zero + _term(v, z, lse_w, gy_w, y_w if exact else z, beta, exact)
                     if direct:
-                        gx[_u(gb + _base(q, bases) + o * k + i)] = store(t, gx)
+                        _store(gx, _u(gb + _base(q, bases) + o * k + i), store(t, gx), q, scoped)
                     else:
                         g[q * k + i, _u(go + o)] = t
 
@@ -112,10 +140,10 @@ def _tiled_sweep_for(k, count):
         if exact and beta != acc(0.0, beta):
             # the common case, its tests of exact and beta folded out of the
             # vectorised loop (they cost a branch and mask operations per cell).
-            # With k == 1 (channels-last) whole steps write their rows of gx
-            # themselves, a padded last one through g: no copy of g (0.88-0.95x
-            # the time). Interleaved by k == 2, direct stores ran 3x slower.
-            first = (n // LANES) * LANES if k == 1 and _batches(gx) else 0
+            # Whole steps write their rows of gx themselves, a padded last one
+            # through g: no copy of g (k == 1: 0.88-0.95x the time; k == 2, 2-D:
+            # float32 0.83-0.99x, float64 0.77-0.82x, CPU time of one thread)
+            first = (n // LANES) * LANES if (k == 1 or scoped) and _batches(gx) else 0
             for r in range(rows):
                 for t in range(first // LANES):
                     step(
