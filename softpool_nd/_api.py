@@ -214,6 +214,9 @@ def forward(
             return to_caller(_forward(x, geom, dtype, acc_dtype, beta, backend, None))
         _check_out("out[0]", y_out, geom.out_shape, dtype, backend, x, geom.in_shape)
         _check_out("out[1]", lse_out, geom.out_shape, acc_dtype, backend, x, geom.in_shape, what="lse")
+        if _shares_memory(y_out, lse_out, backend):
+            # no order of writes leaves both results in memory they share
+            raise ValueError(f"out[0] and out[1] share memory (input shape {geom.in_shape})")
         direct = _direct(y_out, dtype, backend, x) and _direct(lse_out, acc_dtype, backend, x)
         y, lse = _forward(
             x, geom, dtype, acc_dtype, beta, backend, y_out if direct else None, lse_out=lse_out if direct else None
@@ -346,6 +349,14 @@ def _may_overlap(out, x, backend):
     """
     may_share_memory = getattr(backend.xp, "may_share_memory", None)
     return may_share_memory is not None and bool(may_share_memory(out, x))
+
+
+def _shares_memory(a, b, backend):
+    """True when ``a`` and ``b`` have an element in common (exactly: interleaved views of one buffer do not)."""
+    if not _may_overlap(a, b, backend):
+        return False
+    shares_memory = getattr(backend.xp, "shares_memory", None)
+    return shares_memory is None or bool(shares_memory(a, b))
 
 
 def backward(

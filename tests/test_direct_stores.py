@@ -113,3 +113,35 @@ def test_out_overlapping_an_input_gives_the_result_of_separate_memory(shared):
     got = softpool_nd.backward(inputs["grad_y"], x, y=inputs["y"], lse=inputs["lse"], out=out)
     assert got is out
     np.testing.assert_array_equal(_bits(out), _bits(expected))
+
+
+def test_jvp_out_overlapping_dx_gives_the_result_of_separate_memory():
+    # jvp's out= goes through the same rule as backward's: the kernel never writes what it reads
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    y, lse = softpool_nd.forward(x)
+    dx = rng.normal(size=x.shape).astype(np.float32)
+    expected = softpool_nd.jvp(x, dx.copy(), y=y, lse=lse)
+    memory = np.empty(dx.size, np.float32)
+    memory[...] = dx.ravel()
+    shared_dx = memory.reshape(x.shape)
+    out = memory[-y.size :].reshape(y.shape)  # dx's last quarter: windows read it after the first are written
+    got = softpool_nd.jvp(x, shared_dx, y=y, lse=lse, out=out)
+    assert got is out
+    np.testing.assert_array_equal(_bits(out), _bits(expected))
+
+
+def test_forward_outs_sharing_memory_are_refused():
+    # y and lse cannot both be left in memory they share: an error, not a silently overwritten result
+    x = np.random.default_rng(9).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    memory = np.empty(2 * 3 * 4 * 4 + 8, np.float32)
+    y_out = memory[:96].reshape(2, 3, 4, 4)
+    lse_out = memory[8:104].reshape(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"out\[0\] and out\[1\] share memory \(input shape \(2, 3, 8, 8\)\)"):
+        softpool_nd.forward(x, out=(y_out, lse_out))
+    # interleaved views of one buffer share none: accepted, and written as separate arrays would be
+    both = np.empty((2, 3, 4, 4, 2), np.float32)
+    y, lse = softpool_nd.forward(x, out=(both[..., 0], both[..., 1]))
+    ref_y, ref_lse = softpool_nd.forward(x)
+    np.testing.assert_array_equal(y, ref_y)
+    np.testing.assert_array_equal(lse, ref_lse)
