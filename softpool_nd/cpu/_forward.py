@@ -215,51 +215,41 @@ def _sweep_for(k, s, count):
             scratch[1, _u(col + o)] = ssum
             scratch[2, _u(col + o)] = _result(ref, tsum, ssum)
 
-    def finite_row_for(up):
-        """``step`` over windows [0, nw) for finite cells, beta != 0 and a finite 2*beta, and beta
-        > 0 if ``up`` (m the maximum of x), beta < 0 if not (its minimum; no sign multiplies:
-        the same bits, negation being exact). Then m is finite, the moments are taken about it
-        and a cell's weight is 1 at m, so the masks of ``_weight``, ``_moment`` and ``_shift``
-        change no bit, and this goes without them. True when a window's weight or moment sum
-        is not finite: a cell was inf or NaN (the sums are NaN then) or the sum overflowed; the
-        caller then runs ``step`` instead."""
-
-        @_inlined
-        def finite_row(x, xb, bases, nw, col, beta, b2, scratch):
-            zero = acc(0.0, beta)
-            bad = False
-            for o in range(nw):
-                m = acc(x[_u(xb + _base(0, bases) + o * s)], beta)
-                for q in range(count):
-                    b = xb + _base(q, bases) + o * s
-                    for i in range(k):
-                        if q + i > 0:
-                            v = acc(x[_u(b + i)], beta)
-                            if up:
-                                m = v if v > m else m
-                            else:
-                                m = v if v < m else m
-                mh = _half(m)
-                ssum = zero
-                tsum = zero
-                for q in range(count):
-                    b = xb + _base(q, bases) + o * s
-                    for i in range(k):
-                        d = _finite_diff(acc(x[_u(b + i)], beta), mh)
-                        e = exp_le0(d * b2)
-                        ssum += e
-                        tsum += mul_nc(e, d)
-                scratch[0, _u(col + o)] = m
-                scratch[1, _u(col + o)] = ssum
-                scratch[2, _u(col + o)] = _result(m, tsum, ssum)
-                c = ssum + tsum
-                bad |= c - c != zero
-            return bad
-
-        return finite_row
-
-    finite_up = finite_row_for(True)
-    finite_down = finite_row_for(False)
+    @_inlined
+    def finite_row(x, xb, bases, nw, col, beta, b2, scratch):
+        """``step`` over windows [0, nw) for finite cells, beta != 0 and a finite 2*beta: then
+        m is finite, the moments are taken about it and a cell's weight is 1 at m, so the masks
+        of ``_weight``, ``_moment`` and ``_shift`` change no bit, and this goes without them.
+        True when a window's weight or moment sum is not finite: a cell was inf or NaN (the
+        sums are NaN then) or the sum overflowed; the caller then runs ``step`` instead."""
+        zero = acc(0.0, beta)
+        sgn = _sign(beta)
+        bad = False
+        for o in range(nw):
+            ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    if q + i > 0:
+                        v = sgn * acc(x[_u(b + i)], beta)
+                        ms = v if v > ms else ms
+            m = sgn * ms
+            mh = _half(m)
+            ssum = zero
+            tsum = zero
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    d = _finite_diff(acc(x[_u(b + i)], beta), mh)
+                    e = exp_le0(d * b2)
+                    ssum += e
+                    tsum += mul_nc(e, d)
+            scratch[0, _u(col + o)] = m
+            scratch[1, _u(col + o)] = ssum
+            scratch[2, _u(col + o)] = _result(m, tsum, ssum)
+            c = ssum + tsum
+            bad |= c - c != zero
+        return bad
 
     @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
@@ -281,12 +271,7 @@ def _sweep_for(k, s, count):
         for r in range(rows):
             # row r's windows go to columns r*n + o; a padded last step's
             # extra lanes are overwritten by the next row's
-            bad = not finite
-            if finite and beta > acc(0.0, beta):
-                bad = finite_up(x, xb + r * sx, bases, steps * LANES, r * n, beta, b2, scratch)
-            elif finite:
-                bad = finite_down(x, xb + r * sx, bases, steps * LANES, r * n, beta, b2, scratch)
-            if bad:
+            if not finite or finite_row(x, xb + r * sx, bases, steps * LANES, r * n, beta, b2, scratch):
                 for t in range(steps):
                     step(x, xb + r * sx, bases, t * LANES, r * n, beta, scratch)
         done = min(n, steps * LANES)
