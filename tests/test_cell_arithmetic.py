@@ -1,9 +1,8 @@
 """The per-cell arithmetic of the CPU forward: the exponential's accuracy and the paths that must agree.
 
 The forward sweep takes a row of windows without the masks of NUMERICS rule 3
-(``_forward``'s finite-cells row, one copy for beta > 0 and one for beta < 0)
-when every cell is finite, beta != 0 and 2*beta is finite, and the general
-step otherwise. Both must give the bits of the per-window path (``_window``),
+(``_forward``'s finite-cells row) when every cell is finite, beta != 0 and
+2*beta is finite, and the general step otherwise. Both must give the bits of the per-window path (``_window``),
 whatever the lane of a step an infinite or NaN cell sits in.
 """
 
@@ -156,8 +155,8 @@ def test_specials_change_only_their_window(shape, channels_last, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 @pytest.mark.parametrize("shape,channels_last", SHAPES + [((1, 2, 5, 34), False)])
 def test_negative_beta_is_the_mirror_of_positive(shape, channels_last, dtype):
-    """pool(x, beta) == -pool(-x, -beta) and the same lse, bit for bit: the minimum copy of the
-    finite-cells row against the maximum copy (negation is exact in every step)."""
+    """pool(x, beta) == -pool(-x, -beta) and the same lse, bit for bit, in both paths of the sweep
+    (negation is exact in every step: a path specialised to one sign of beta must keep this)."""
     for seed, special in ((4, False), (5, True)):
         x = _data(shape, channels_last, dtype, seed)
         if special:

@@ -174,6 +174,10 @@ def _sweep_for(k, s, count):
     caller's per-window path (one copy of the step less to compile).
     Cells are visited in the order of ``_window``; lse, when asked for, is
     finished in a second loop over the block (``log_ge1`` vectorises too).
+    A row of finite cells (beta != 0, 2*beta finite: the usual case) takes
+    ``finite_row``, the step without the masks that only infinities and NaN
+    need (0.86-0.93x the forward's CPU time, same bits); a row where they
+    matter runs ``step`` after it.
     Tilings of the row (k == s: k2s2, channels-last) take 512-bit vectors
     (``wide_vectors``); with overlapping windows (k3s2) LLVM loads the cells
     with gathers, which 512-bit vectors do not help.
