@@ -21,7 +21,7 @@ import numpy as np
 
 from .._loops import XS, YS, D, K, L, O, P, S
 from ._compile import _inlined, _jit
-from ._scalar import acc, exp_le0, log_ge1, store
+from ._scalar import acc, exp_le0, log_ge1, mul_nc, store
 from ._walk import (
     BLOCK,
     LANES,
@@ -65,6 +65,20 @@ def _weight(v, m, beta):
     if v == m or beta == acc(0.0, beta):
         return acc(1.0, beta)
     return exp_le0(beta * (_half(v) - _half(m)) * acc(2.0, beta))
+
+
+@_jit
+def _twice(beta):
+    """2 * beta: (2*beta) * d is (beta * d) * 2, bit for bit, when 2*beta is finite (scaling by 2
+    commutes with rounding; a subnormal beta*d, the one exception, has weight exactly 1 either way)."""
+    return beta * acc(2.0, beta)
+
+
+@_jit
+def _finite_diff(v, mh):
+    """v/2 - m/2 as ``_weight`` and ``_moment`` take it, for finite v and m: the halving kept
+    a rounded product of its own (an fma of v*0.5 - m/2 would round a subnormal v differently)."""
+    return mul_nc(v, acc(0.5, v)) - mh
 
 
 @_jit
@@ -160,6 +174,10 @@ def _sweep_for(k, s, count):
     caller's per-window path (one copy of the step less to compile).
     Cells are visited in the order of ``_window``; lse, when asked for, is
     finished in a second loop over the block (``log_ge1`` vectorises too).
+    A row of finite cells (beta != 0, 2*beta finite: the usual case) takes
+    ``finite_row``, the step without the masks that only infinities and NaN
+    need (0.86-0.93x the forward's CPU time, same bits); a row where they
+    matter runs ``step`` after it.
     Tilings of the row (k == s: k2s2, channels-last) take 512-bit vectors
     (``wide_vectors``); with overlapping windows (k3s2) LLVM loads the cells
     with gathers, which 512-bit vectors do not help.
@@ -202,6 +220,42 @@ def _sweep_for(k, s, count):
             scratch[2, _u(col + o)] = _result(ref, tsum, ssum)
 
     @_inlined
+    def finite_row(x, xb, bases, nw, col, beta, b2, scratch):
+        """``step`` over windows [0, nw) for finite cells, beta != 0 and a finite 2*beta: then
+        m is finite, the moments are taken about it and a cell's weight is 1 at m, so the masks
+        of ``_weight``, ``_moment`` and ``_shift`` change no bit, and this goes without them.
+        True when a window's weight or moment sum is not finite: a cell was inf or NaN (the
+        sums are NaN then) or the sum overflowed; the caller then runs ``step`` instead."""
+        zero = acc(0.0, beta)
+        sgn = _sign(beta)
+        bad = False
+        for o in range(nw):
+            ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    if q + i > 0:
+                        v = sgn * acc(x[_u(b + i)], beta)
+                        ms = v if v > ms else ms
+            m = sgn * ms
+            mh = _half(m)
+            ssum = zero
+            tsum = zero
+            for q in range(count):
+                b = xb + _base(q, bases) + o * s
+                for i in range(k):
+                    d = _finite_diff(acc(x[_u(b + i)], beta), mh)
+                    e = exp_le0(d * b2)
+                    ssum += e
+                    tsum += mul_nc(e, d)
+            scratch[0, _u(col + o)] = m
+            scratch[1, _u(col + o)] = ssum
+            scratch[2, _u(col + o)] = _result(m, tsum, ssum)
+            c = ssum + tsum
+            bad |= c - c != zero
+        return bad
+
+    @_inlined
     def sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
         mark()
         rows = rows if tiles else 1
@@ -216,11 +270,14 @@ def _sweep_for(k, s, count):
             rows = 1
             spare = (x.size - (xb + top + (n - 1) * s + k)) // s
         steps = (n + LANES - 1) // LANES if pad <= spare else n // LANES
+        b2 = _twice(beta)
+        finite = b2 != acc(0.0, beta) and b2 - b2 == acc(0.0, beta)
         for r in range(rows):
             # row r's windows go to columns r*n + o; a padded last step's
             # extra lanes are overwritten by the next row's
-            for t in range(steps):
-                step(x, xb + r * sx, bases, t * LANES, r * n, beta, scratch)
+            if not finite or finite_row(x, xb + r * sx, bases, steps * LANES, r * n, beta, b2, scratch):
+                for t in range(steps):
+                    step(x, xb + r * sx, bases, t * LANES, r * n, beta, scratch)
         done = min(n, steps * LANES)
         # a batch (rows > 1) is of whole rows that follow each other in y
         # and lse (done == n == sy): one loop over it, whole vectors, in

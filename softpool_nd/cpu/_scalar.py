@@ -70,6 +70,25 @@ def _float_from_bits(typingctx, i, like):
     return like(types.int64, like), codegen
 
 
+@intrinsic
+def mul_nc(typingctx, a, b):
+    """``a * b`` that LLVM may not contract into an fma with the addition it feeds.
+
+    The kernels run with fastmath's ``contract``: a product feeding a sum
+    becomes one fma, rounded once, wherever LLVM sees the pair. A path that
+    must give the same bits as another path, where a select (a mask) stands
+    between the same product and sum and keeps them apart, takes its product
+    from here: an fmul without the contract flag. (It carries ``arcp``, which
+    means nothing to a product, because numba's fastmath pass gives every
+    float operation without flags the kernels' ones, contract included.)
+    """
+
+    def codegen(context, builder, signature, args):
+        return builder.fmul(args[0], args[1], flags=("arcp",))
+
+    return a(a, b), codegen
+
+
 def acc(v, beta):
     """``v`` (a stored element or a constant) in the type of ``beta``."""
 
