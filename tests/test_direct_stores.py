@@ -16,26 +16,9 @@ import numpy as np
 import pytest
 
 import softpool_nd
-from softpool_nd._geometry import make_geometry
-from softpool_nd._loops import element_strides
-from softpool_nd.cpu import backend, kernels
 
 from reference import reference_backward
-
-
-def _tiled(x, gy, y, lse, beta, exact, tasks, key, general=False, **kw):
-    """grad_x from the tiled kernel of class ``key`` (checked to be the one chosen), or the general kernel."""
-    geom = make_geometry(x.shape, **kw)
-    xs = element_strides(x)
-    _, tab, bwd = backend._backward_plan(geom, xs, xs)
-    assert kernels.backward_kernel(tab) is kernels._TILED_KERNELS[key]
-    if general:
-        bwd = kernels.backward
-    gx = np.full(x.shape, np.nan, x.dtype)
-    acc = np.float64 if x.dtype == np.float64 else np.float32
-    flat = [backend._flat(a)[0] for a in (x, gy, y, lse)]
-    bwd(flat[0], 0, tab, acc(beta), flat[1], flat[2], flat[3], exact, backend._flat(gx, True)[0], tasks)
-    return gx
+from tiled_calls import tiled_backward
 
 
 def _bits(a):
@@ -66,11 +49,11 @@ def test_direct_stores_match_the_general_kernel_and_the_oracle(dtype, beta, exac
         x = rng.normal(size=shape).astype(dtype)
         y, lse = softpool_nd.forward(x, beta=beta, **kw)
         gy = rng.normal(size=y.shape).astype(dtype)
-        results = [_tiled(x, gy, y, lse, beta, exact, tasks, key, **kw) for tasks in (1, 2, 3, 7)]
+        results = [tiled_backward(x, gy, y, lse, beta, exact, tasks, key, **kw) for tasks in (1, 2, 3, 7)]
         for g in results[1:]:
             np.testing.assert_array_equal(_bits(g), _bits(results[0]), err_msg=f"{shape} {kw}")
         assert not np.isnan(results[0]).any()
-        general = _tiled(x, gy, y, lse, beta, exact, 4, key, general=True, **kw).astype(np.float64)
+        general = tiled_backward(x, gy, y, lse, beta, exact, 4, key, general=True, **kw).astype(np.float64)
         np.testing.assert_allclose(results[0].astype(np.float64), general, rtol=8 * eps, atol=8 * eps)
         if abs(beta) < 1e3:
             gradient = "exact" if exact else "weights"

@@ -12,27 +12,15 @@ import numpy as np
 import pytest
 
 import softpool_nd
-from softpool_nd._geometry import make_geometry
-from softpool_nd._loops import element_strides
-from softpool_nd.cpu import backend, kernels
 
 from reference import reference_backward
+from tiled_calls import tiled_backward
 
 KW = dict(kernel=2, axes=(1, 2))
 
 
 def _backward(x, gy, y, lse, beta, exact, tasks, general=False):
-    geom = make_geometry(x.shape, **KW)
-    xs = element_strides(x)
-    _, tab, bwd = backend._backward_plan(geom, xs, xs)
-    assert kernels.backward_kernel(tab) is kernels._TILED_KERNELS[(1, 4)]
-    if general:
-        bwd = kernels.backward
-    gx = np.full(x.shape, np.nan, x.dtype)
-    acc = np.float64 if x.dtype == np.float64 else np.float32
-    flat = [backend._flat(a)[0] for a in (x, gy, y, lse)]
-    bwd(flat[0], 0, tab, acc(beta), flat[1], flat[2], flat[3], exact, backend._flat(gx, True)[0], tasks)
-    return gx
+    return tiled_backward(x, gy, y, lse, beta, exact, tasks, (1, 4), general, **KW)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])

@@ -230,6 +230,9 @@ def _sweep_for(k, s, count):
         sgn = _sign(beta)
         bad = False
         for o in range(nw):
+            # the maximum as in ``step``, written out again: as a shared inlined
+            # function it kept LLVM from vectorising both loops (zmm instructions
+            # of forward class (1, 1, 4) float32: 333 -> 37)
             ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
             for q in range(count):
                 b = xb + _base(q, bases) + o * s
