@@ -174,7 +174,8 @@ class TrainingStep:
                 fns = bench.training_steps(ast.literal_eval(shape), layout == "channels_last")
                 if fns is None:
                     return times
-                times[shape, layout] = bench.timeit_interleaved(fns, rounds=5)
+                before = bench.preceding_layer(ast.literal_eval(shape), layout == "channels_last")
+                times[shape, layout] = bench.timeit_interleaved(fns, rounds=5, before=before)
                 _forget_compiled_code()
         return times
 

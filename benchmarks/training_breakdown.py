@@ -43,6 +43,10 @@ elements, k2s2 so outputs have N/4; 4 bytes each):
 implementation moving those bytes runs faster, so ``compiled / floor(ours)``
 bounds the speed-up over the compiled formula that ``softpool_nd`` can reach.
 
+Every timed call comes right after a torch ReLU of the input's size (``preceding_layer``), as in a network,
+under the OpenMP wait policy of the environment (OpenMP's default, whose workers spin after each torch
+operation, unless ``OMP_WAIT_POLICY`` is set: run it both ways to see what spinning costs).
+
 Run: ``PYTHONPATH=. python benchmarks/training_breakdown.py [--rounds 9]
 [--shapes 0,1,2] [--layouts nchw,cl] [--threads 2]``.
 """
@@ -53,7 +57,7 @@ import time
 import numpy as np
 
 from benchmarks.compare import TRAINING_TARGETS
-from softpool_nd.bench import TRAINING_SHAPES, _set_threads, timeit_interleaved, training_steps
+from softpool_nd.bench import TRAINING_SHAPES, _set_threads, preceding_layer, timeit_interleaved, training_steps
 
 #: Minimum bytes moved per input element (float32) by each row; None: not a bandwidth row.
 BYTES_PER_ELEMENT = {
@@ -148,7 +152,9 @@ def _input(shape):
 
 def measure(shape, channels_last, rounds):
     """Median seconds of every row, interleaved in one run; plus the derived 'kernels' and 'adapter' rows."""
-    t = timeit_interleaved(breakdown_fns(shape, channels_last), rounds=rounds)
+    t = timeit_interleaved(
+        breakdown_fns(shape, channels_last), rounds=rounds, before=preceding_layer(shape, channels_last)
+    )
     t["kernels"] = t["fwd_kernel"] + t["bwd_kernel"]
     t["adapter"] = t["step"] - t["kernels"]
     return t

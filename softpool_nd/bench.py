@@ -35,6 +35,7 @@ call.)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ __all__ = [
     "TRAINING_SHAPES",
     "TINY_SHAPES",
     "make_input",
+    "preceding_layer",
     "timeit_interleaved",
     "torch_baselines",
     "torch_formula",
@@ -147,12 +149,16 @@ def make_input(case, seed=0):
     return x.astype(case.dtype)
 
 
-def timeit_interleaved(fns, rounds=7, min_time=0.0):
+def timeit_interleaved(fns, rounds=7, min_time=0.0, before=None):
     """Median seconds per call of each function in ``fns`` (a dict), run interleaved.
 
     Each function is called once first (compilation, caches); then every round
     calls each once, in turn. Rounds continue past ``rounds`` until ``min_time``
-    seconds have been spent.
+    seconds have been spent. ``before``, if given, is called (untimed) before
+    every timed call, so that each row starts from the same state instead of
+    the state the row before it left: torch's OpenMP workers spin for
+    milliseconds after a torch operation and take a core from whatever runs
+    next on other threads (see ``preceding_layer``).
     """
     for f in fns.values():
         f()
@@ -160,6 +166,8 @@ def timeit_interleaved(fns, rounds=7, min_time=0.0):
     start = time.perf_counter()
     while len(times[next(iter(fns))]) < rounds or time.perf_counter() - start < min_time:
         for k, f in fns.items():
+            if before is not None:
+                before()
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
@@ -270,6 +278,21 @@ def training_steps(shape, channels_last, compiled=True):
     return fns
 
 
+def preceding_layer(shape, channels_last):
+    """The layer before the pooling in a network, as ``timeit_interleaved``'s ``before`` for the training rows:
+    a ReLU (torch, into a preallocated tensor) of an input of ``shape`` and layout. Every step, softpool_nd's and
+    the formula's, then starts as in a network: right after a torch operation, whose OpenMP workers still spin
+    on their cores. None when torch is absent."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.from_numpy(make_input(Case("", shape))).contiguous(memory_format=fmt)
+    out = torch.empty_like(x)
+    return lambda: torch.clamp_min(x, 0, out=out)
+
+
 def tiny_calls(shape):
     """``pool()`` of a tiny float32 input on the calling thread (the serial path) and forced onto numba's threads."""
     import softpool_nd
@@ -298,7 +321,7 @@ def training_rows(shapes, layouts, rounds):
             fns = training_steps(shape, channels_last)
             if fns is None:
                 return rows
-            t = timeit_interleaved(fns, rounds=rounds)
+            t = timeit_interleaved(fns, rounds=rounds, before=preceding_layer(shape, channels_last))
             step = f"{name}: training step via softpool_nd.torch, speed-up vs"
             for key, label, r, unit in (
                 ("training_forward", f"{name}: forward() with lse / pool() time", t["forward"] / t["pool"], ""),
@@ -430,11 +453,6 @@ def _seconds_per_element(sizes, threads, rounds):
     round, so that a busy spell of the machine slows all of them alike; the
     small ones repeat within their turn to fill about as long as the largest.
     """
-    env = dict(os.environ)
-    if _PASSIVE_SET:  # the policy the caller's environment had
-        env.pop("OMP_WAIT_POLICY", None)
-        if CALLER_WAIT_POLICY is not None:
-            env["OMP_WAIT_POLICY"] = CALLER_WAIT_POLICY
     code = f"""
 import time, numba, numpy as np, softpool_nd
 numba.set_num_threads({threads})
@@ -451,8 +469,33 @@ for r in range({rounds} + 1):
 for ts in times:
     print(float(np.median(ts[1:])))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_caller_env())
     return [float(v) for v in out.stdout.split()]
+
+
+def _caller_env():
+    """This process's environment with the OpenMP wait policy the caller's had (before
+    :func:`use_passive_wait_policy`): for a fresh process that measures what a program gets by default."""
+    env = dict(os.environ)
+    if _PASSIVE_SET:
+        env.pop("OMP_WAIT_POLICY", None)
+        if CALLER_WAIT_POLICY is not None:
+            env["OMP_WAIT_POLICY"] = CALLER_WAIT_POLICY
+    return env
+
+
+def _training_rows_by_default(shapes, layouts, rounds, threads):
+    """:func:`training_rows` measured in a fresh process under the caller's OpenMP wait policy: a torch
+    program that does not set ``OMP_WAIT_POLICY`` gets OpenMP's default, whose workers spin after each torch
+    operation on the cores softpool_nd's kernels then run on."""
+    code = f"""
+import json
+from softpool_nd.bench import _set_threads, training_rows
+_set_threads({threads})
+print(json.dumps([(r.key, r.label, r.value, r.text) for r in training_rows({shapes!r}, {layouts!r}, {rounds})]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_caller_env())
+    return [Row(*r) for r in json.loads(out.stdout.splitlines()[-1])]
 
 
 def measure(quick: bool = False, threads: int = 2) -> list[Row]:
@@ -560,7 +603,15 @@ def measure(quick: bool = False, threads: int = 2) -> list[Row]:
     # issue #14: the training path; quick mode runs NCHW only on the reference
     # shape at 1/16 of the data (each torch.compile takes 20-40 s on a loaded 2-core machine)
     rows += _tiny_rows(2 * rounds)
-    rows += training_rows(_training_shapes(quick), (False,) if quick else (False, True), rounds)
+    shapes, layouts = _training_shapes(quick), (False,) if quick else (False, True)
+    rows += _training_rows_by_default(shapes, layouts, rounds, threads)
+    if _PASSIVE_SET and CALLER_WAIT_POLICY is None:
+        # what a user gains by setting OMP_WAIT_POLICY=PASSIVE: torch's workers sleep after each operation
+        passive = [r for r in training_rows(shapes, layouts, rounds) if r.key.startswith("training_compiled")]
+        rows += [
+            replace(r, key="training_passive" + r.key[17:], label=r.label + ", OMP_WAIT_POLICY=PASSIVE")
+            for r in passive
+        ]
 
     imp, first = _first_call_seconds(ref)
     rows.append(Row("import", "import softpool_nd in a fresh process", imp, f"{imp:.2f} s"))

@@ -40,3 +40,11 @@ _inlined = njit(inline="always", **_WRAPPERLESS, **_OPTIONS)
 # The parallel drivers of ``_launch``: one per direction, compiled per dtype
 # (each with a serial twin for small calls: ``_launch.serial``).
 _driver = cached_njit(parallel=True, **_OPTIONS)
+# Iterations of a parallel loop (``prange``) that each numba thread takes at a
+# time. numba's default (0) splits the loop into one contiguous share per
+# thread up front, so a call lasts as long as its slowest thread; 1 hands the
+# chunks out one by one as threads free up. A thread slowed by anything else
+# on its core then does less of the work: torch's OpenMP workers spin for
+# milliseconds after each torch operation (a network's layer before the
+# pooling), and the machine may be shared. The split never changes a result.
+CHUNKSIZE = 1

@@ -34,12 +34,13 @@ import numpy as np
 from llvmlite import ir
 from numba import carray, prange
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from .._loops import NCOLS
 from ._cache import cached_cfunc, cached_njit
-from ._compile import _OPTIONS, _WRAPPERLESS, _driver, _inlined, _jit
+from ._compile import _OPTIONS, _WRAPPERLESS, CHUNKSIZE, _driver, _inlined, _jit
 from ._scalar import _bits, _float_from_bits
 from ._walk import _offsets_scratch, _scratch
 
@@ -56,6 +57,29 @@ def pointer(typingctx, address, dtype):
         return builder.inttoptr(args[0], context.get_value_type(ptr))
 
     return ptr(nbtypes.int64, dtype), codegen
+
+
+@intrinsic
+def swap_chunksize(typingctx, n):
+    """Set numba's parallel chunk size of the calling thread to ``n``; return the one it had.
+
+    ``numba.set_parallel_chunksize`` does this in compiled code through a
+    ctypes pointer, which keeps the function out of numba's disk cache; this
+    calls the threading layer's functions by their symbols, declared with the
+    types numba's parallel loops declare them with, as those loops do.
+    """
+
+    def codegen(context, builder, signature, args):
+        uintp = context.get_value_type(nbtypes.uintp)
+        get = cgutils.get_or_insert_function(builder.module, ir.FunctionType(uintp, []), "get_parallel_chunksize")
+        put = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [uintp]), "set_parallel_chunksize"
+        )
+        previous = builder.call(get, [])
+        builder.call(put, [args[0]])
+        return previous
+
+    return nbtypes.uintp(nbtypes.uintp), codegen
 
 
 @intrinsic
@@ -310,8 +334,10 @@ def driver_for(args, name):
         values, tasks = values_and_tasks[:-1], values_and_tasks[-1]
         argv = argument_block(size, tasks)
         pack(argv, values)
+        caller = swap_chunksize(CHUNKSIZE)  # the caller's own setting comes back below
         for chunk in prange(tasks):
             call_task(task, argv, chunk, tasks)
+        swap_chunksize(caller)
         check_done(argv, size)
 
     run = _named(run, name)

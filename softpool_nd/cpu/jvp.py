@@ -32,7 +32,8 @@ from numba import prange
 
 from .._loops import GS, XS, YS, K, O
 from ._cache import cached_njit
-from ._compile import _OPTIONS, _inlined, _jit
+from ._compile import _OPTIONS, CHUNKSIZE, _inlined, _jit
+from ._launch import swap_chunksize
 from ._scalar import acc, exp_le0, store
 from ._walk import _clip, _next_row, _row_geometry, _row_index, _u, _window_offsets
 
@@ -143,6 +144,7 @@ def jvp_kernel(x, x0, dx, d0, tab, dtab, beta, y, lse, dy, tasks):
     Li, Oi, Ki, Si, Di, Pi = _row_geometry(tab, inner)
     xs, ds, ys = tab[inner, XS], tab[inner, GS], tab[inner, YS]
     n_chunks = max(1, min(rows, tasks))
+    caller = swap_chunksize(CHUNKSIZE)
     for c in prange(n_chunks):
         r0 = c * rows // n_chunks
         r1 = (c + 1) * rows // n_chunks
@@ -177,3 +179,4 @@ def jvp_kernel(x, x0, dx, d0, tab, dtab, beta, y, lse, dy, tasks):
                     beta,
                 )
                 dy[at] = store(v, dy)
+    swap_chunksize(caller)
