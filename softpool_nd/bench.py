@@ -25,12 +25,14 @@ process (importing this module changes nothing). The same setting is advisable
 for any program that alternates between torch and other threaded code on few
 cores.
 
-The size sweep is the exception: it runs in a fresh process without torch and
-with the wait policy the caller's environment had before that setting
-(:data:`CALLER_WAIT_POLICY`), since it measures softpool_nd alone, as a NumPy
-program calls it. (Under PASSIVE, every parallel call first wakes the sleeping
-threads, about 45 µs on the CI-class machine: a third of the time of a 1 MB
-call.)
+Two measurements are the exception and run in a fresh process with the wait
+policy the caller's environment had before that setting
+(:data:`CALLER_WAIT_POLICY`): the size sweep, which measures softpool_nd alone,
+as a NumPy program calls it, and the training rows, which measure what a torch
+program gets unless it sets the policy (torch's workers spinning after each
+operation, the layer before the pooling included: :func:`preceding_layer`).
+Where the caller's policy was OpenMP's default, :func:`measure` adds the
+training step under PASSIVE as rows of their own.
 """
 
 from __future__ import annotations
