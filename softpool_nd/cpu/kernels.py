@@ -111,7 +111,7 @@ def _class_kernel(direction, units, work, scratch, name):
 #: Configuration classes with a kernel of their own, as (kernel, stride, outer
 #: cells) of the innermost dimension on unit strides: k2s2 over 1, 2 and 3
 #: axes, k3s2 over 2, and 2-d channels-last (kernel 1 innermost, 2x2 outer).
-FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
+FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4), (1, 1, 9))
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
 #: windows, whose last step may be padded.
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
@@ -145,8 +145,9 @@ def forward_kernel(tab):
 #: windows per cell along the outer dimensions) on unit strides: k2s2 of any
 #: rank, channels-last (kernel 1 innermost), k3s2 over one axis, and k3s2 over
 #: two, whose rows alternate between two windows and one.
-FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2))
-_back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
+FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2), (1, 1, 4))
+_back_221, _back_111, _back_321, _back_322, _back_114 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
+_back_112 = _backward_sweep_for(1, 1, 2)
 #: Each class's units: (sweep for rows in the class's number of windows, that
 #: number) and, for a class of more than one, the sweep for rows in one.
 _BACKWARD_UNITS = {
@@ -154,6 +155,7 @@ _BACKWARD_UNITS = {
     (1, 1, 1): (_back_111, 1),
     (3, 2, 1): (_back_321, 1),
     (3, 2, 2): (_back_322, 2, _back_321),
+    (1, 1, 4): (_back_114, 4, _back_111, _back_112),
 }
 #: Scratch of the cell-major sweeps: the gradients of a block's cells, at most
 #: two (the stride) per window, whose last step may be padded.
