@@ -72,6 +72,11 @@ CLASSES = [
     ((2, 3, 11, 70), dict(kernel=3, stride=2, padding=1), (3, 2, 3), (3, 2, 2)),
     ((2, 3, 71), dict(kernel=3, stride=2), None, (3, 2, 1)),
     ((2, 7, 9, 40), dict(kernel=2, axes=(1, 2)), (1, 1, 4), (1, 1, 1)),
+    # channels-last k3s2: padding clips the first window along both outer axes
+    # (rows of 6 and 4 cells: the per-window path); backward rows in 4, 2 and 1 windows
+    ((2, 13, 12, 40), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    ((2, 12, 13, 37), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
 ]
 
 
