@@ -273,15 +273,15 @@ def _no_cell_sweep(gy, x, y, lse, gx, xb, gb, yb, offs, c0, c1, beta, exact, g):
     return 0
 
 
-def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep, sweep_half=_no_cell_sweep):
+def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep, sweep_part=_no_cell_sweep, part=0):
     """Backward over the work units [u0, u1) (see ``_cell_work``) for one configuration class.
 
     Block cells of rows in ``windows`` outer windows take ``sweep``, those of
     rows in one window, in a class of more, ``sweep_one``, and those of rows
-    in half as many (a class of 4: channels-last k3s2, whose rows along each
-    of the two outer axes alternate between two windows and one)
-    ``sweep_half`` (the general kernel has ``_no_cell_sweep`` for all); all
-    other cells, those next to clipped windows included, take
+    in ``part`` (channels-last k3s2, class 4: its rows along each of the two
+    outer axes alternate between two windows and one, so a row is in 4, 2 or
+    1) ``sweep_part`` (the general kernel has ``_no_cell_sweep`` for all);
+    all other cells, those next to clipped windows included, take
     ``_cell_backward``.
     """
 
@@ -311,8 +311,8 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep, sweep_half=_no
                 done = sweep(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
             elif count == 1 and c1 > c0:
                 done = sweep_one(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
-            elif 2 * count == windows and c1 > c0:
-                done = sweep_half(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+            elif count == part and c1 > c0:
+                done = sweep_part(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
             ca = max(ja, j0 + c0 * Si)
             cb = max(ca, min(jb, j0 + c1 * Si))
             first = 0 if bi == 0 else ca
