@@ -313,14 +313,12 @@ def _no_sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch)
 BATCH = 256
 
 
-def _forward_units_for(sweep, cells, sweep_part=_no_sweep, part=0):
+def _forward_units_for(sweep, cells):
     """Forward over the work units [u0, u1) (see ``_window_work``) for one configuration class.
 
     Blocks of rows with ``cells`` outer cells take ``sweep`` (``_no_sweep``
-    for the general kernel), those with ``part`` (the rows along a padded
-    border of a class that has them: 6 of channels-last k3's 9) take
-    ``sweep_part``; every other window, the clipped ones at the row ends
-    included, takes ``_window``.
+    for the general kernel); every other window, the clipped ones at the row
+    ends included, takes ``_window``.
     """
 
     @_inlined
@@ -345,7 +343,7 @@ def _forward_units_for(sweep, cells, sweep_part=_no_sweep, part=0):
         a = inner - 1
         sx = tab[a, S] * tab[a, XS] if a >= 0 else 0
         sy = tab[a, YS] if a >= 0 else 0
-        oa_a, ob_a = _interior(tab[a, O], tab[a, L], tab[a, K], tab[a, S], tab[a, D], tab[a, P]) if a >= 0 else (0, 0)
+        ob_a = _interior(tab[a, O], tab[a, L], tab[a, K], tab[a, S], tab[a, D], tab[a, P])[1] if a >= 0 else 0
         batches = cells > 0 and a >= 0 and n_blocks == 1 and oa == 0 and ob == Oi and n == sy and n > 0
         cap = max(1, BATCH // n) if batches else 1
         done = 0
@@ -359,16 +357,23 @@ def _forward_units_for(sweep, cells, sweep_part=_no_sweep, part=0):
             o0 = oa + bi * BLOCK
             o1 = min(ob, o0 + BLOCK)
             done = 0
-            if (count == cells or count == part) and o1 > o0:
-                # a batch's rows have the first one's cells: a part row (clipped
-                # along another axis) starts one only where its window along a is whole
-                whole = count == cells or (idx[a] >= oa_a and idx[a] < ob_a)
-                rows = min(cap, u1 - u, ob_a - idx[a]) if cap > 1 and whole else 1
-                xb, yb = x0 + (o0 * Si - Pi) * xs, ybase + o0 * ys
-                if count == cells:
-                    done, rows = sweep(x, y, lse, xb, offs, yb, o1 - o0, rows, sx, sy, beta, with_lse, scratch)
-                else:
-                    done, rows = sweep_part(x, y, lse, xb, offs, yb, o1 - o0, rows, sx, sy, beta, with_lse, scratch)
+            if count == cells and o1 > o0:
+                rows = min(cap, u1 - u, ob_a - idx[a]) if cap > 1 else 1
+                done, rows = sweep(
+                    x,
+                    y,
+                    lse,
+                    x0 + (o0 * Si - Pi) * xs,
+                    offs,
+                    ybase + o0 * ys,
+                    o1 - o0,
+                    rows,
+                    sx,
+                    sy,
+                    beta,
+                    with_lse,
+                    scratch,
+                )
                 left = rows - 1
                 if left > 0:
                     # the walk moves to the batch's last row at once (what

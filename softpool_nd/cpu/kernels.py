@@ -93,12 +93,6 @@ _FORWARD = (FORWARD_ARGS, _run_forward, _run_forward_serial)
 _BACKWARD = (BACKWARD_ARGS, _run_backward, _run_backward_serial)
 
 
-def _part_sweep(key):
-    """(sweep, outer cells) of a forward class's border rows (see ``_FORWARD_PARTS``); () for none."""
-    part = _FORWARD_PARTS.get(key)
-    return (_sweep_for(key[0], key[1], part), part) if part else ()
-
-
 def _class_kernel(direction, units, work, scratch, name):
     """The kernel ``name`` of a configuration class: a ``class_task`` of
     ``units`` (its loop over work units), ``work`` (their count) and
@@ -121,14 +115,10 @@ FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4), (1, 1, 9)
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
 #: windows, whose last step may be padded.
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
-#: Classes whose rows along a padded border have fewer outer cells, and how
-#: many: channels-last k3 (3x3 outer cells, 3x2 at a border); those rows get
-#: a sweep too (the corner's, 2x2, one row per image, does not pay for its own).
-_FORWARD_PARTS = {(1, 1, 9): 6}
 _FORWARD_KERNELS = {
     key: _class_kernel(
         _FORWARD,
-        _forward_units_for(_sweep_for(*key), key[2], *_part_sweep(key)),
+        _forward_units_for(_sweep_for(*key), key[2]),
         _window_work,
         _FORWARD_SCRATCH,
         "forward_%d%d%d" % key,
