@@ -77,6 +77,8 @@ CLASSES = [
     ((2, 13, 12, 40), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
     ((2, 12, 13, 37), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
     ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    # channels-last k3s1 p1 (same-size pooling): backward rows in 9, 6 (borders) and 4 (corners) windows
+    ((2, 9, 8, 40), dict(kernel=3, stride=1, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 9)),
 ]
 
 
@@ -366,10 +368,11 @@ def test_small_calls_run_on_the_calling_thread(monkeypatch):
         ((2, 13, 12, 40), dict(kernel=3, stride=2, padding=1, axes=(1, 2))),
         ((2, 12, 13, 37), dict(kernel=3, stride=2, padding=1, axes=(1, 2))),
         ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2))),
+        ((2, 9, 8, 40), dict(kernel=3, stride=1, padding=1, axes=(1, 2))),
     ],
 )
-def test_channels_last_k3s2_classes_give_the_bits_of_the_general_kernel(shape, kw, dtype):
-    # the strongest check of the (1, 1, 9) forward and (1, 1, 4) backward classes: every y, lse
+def test_channels_last_k3_classes_give_the_bits_of_the_general_kernel(shape, kw, dtype):
+    # the strongest check of the (1, 1, 9) forward and (1, 1, 4) / (1, 1, 9) backward classes: every y, lse
     # and grad_x the bits of the general kernel's, also with inf/NaN/huge cells and overflowing
     # betas (a NaN as a NaN: the sign of a NaN made of inf - inf is not kept, as in every class)
     rng = np.random.default_rng(11)

@@ -69,18 +69,26 @@ def test_cells_outside_every_window_get_zero_gradient():
     assert np.all(g[[0, 1, 4, 5, 8, 9]] > 0)
 
 
-@pytest.mark.parametrize("kw", [dict(kernel=3, stride=2, padding=1), dict(kernel=3, stride=2)])
-def test_exact_gradient_of_the_channels_last_k3s2_classes(kw):
+@pytest.mark.parametrize(
+    "kw, bwd_class",
+    [
+        (dict(kernel=3, stride=2, padding=1), (1, 1, 4)),
+        (dict(kernel=3, stride=2), (1, 1, 4)),
+        (dict(kernel=3, stride=1, padding=1), (1, 1, 9)),
+    ],
+)
+def test_exact_gradient_of_the_channels_last_k3_classes(kw, bwd_class):
     # (N, H, W, C) pooled over H and W: the forward class (1, 1, 9) and the backward class
-    # (1, 1, 4), whose rows lie in 4, 2 and 1 windows (the random configurations above
-    # seldom reach them); 17 channels, so that the sweeps run a whole step and a padded one
+    # (1, 1, 4) (k3s2: rows in 4, 2 and 1 windows) or (1, 1, 9) (k3s1 p1: 9, 6 and 4), which
+    # the random configurations above seldom reach; 17 channels, so that the sweeps run a
+    # whole step and a padded one
     rng = np.random.default_rng(9)
     kw = dict(kw, axes=(1, 2))
     x = rng.normal(size=(1, 7, 6, 17))
     gy = rng.normal(size=softpool_nd.output_shape(x.shape, **kw))
     tab = loop_table(make_geometry(x.shape, **kw), element_strides(x), element_strides(gy))
     assert kernels.forward_kernel(tab) is kernels._FORWARD_KERNELS[(1, 1, 9)]
-    assert kernels.backward_kernel(tab) is kernels._BACKWARD_KERNELS[(1, 1, 4)]
+    assert kernels.backward_kernel(tab) is kernels._BACKWARD_KERNELS[bwd_class]
     for beta in (1.0, -2.5):
         analytic = softpool_nd.backward(gy, x, beta=beta, **kw)
         np.testing.assert_allclose(analytic, _numeric_vjp(x.copy(), gy, beta, kw), rtol=1e-6, atol=1e-7)

@@ -145,9 +145,9 @@ def forward_kernel(tab):
 #: windows per cell along the outer dimensions) on unit strides: k2s2 of any
 #: rank, channels-last (kernel 1 innermost), k3s2 over one axis, and k3s2 over
 #: two, whose rows alternate between two windows and one.
-FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2), (1, 1, 4))
-_back_221, _back_111, _back_321, _back_322, _back_114 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
-_back_112 = _backward_sweep_for(1, 1, 2)
+FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2), (1, 1, 4), (1, 1, 9))
+_back_221, _back_111, _back_321, _back_322, _back_114, _back_119 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
+_back_112, _back_116 = _backward_sweep_for(1, 1, 2), _backward_sweep_for(1, 1, 6)
 #: Each class's units: (sweep for rows in the class's number of windows, that
 #: number) and, for a class of more than one, the sweep for rows in one.
 _BACKWARD_UNITS = {
@@ -156,6 +156,7 @@ _BACKWARD_UNITS = {
     (3, 2, 1): (_back_321, 1),
     (3, 2, 2): (_back_322, 2, _back_321),
     (1, 1, 4): (_back_114, 4, _back_111, _back_112, 2),
+    (1, 1, 9): (_back_119, 9, _no_cell_sweep, _back_116, 6),
 }
 #: Scratch of the cell-major sweeps: the gradients of a block's cells, at most
 #: two (the stride) per window, whose last step may be padded.
