@@ -79,6 +79,10 @@ CLASSES = [
     ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
     # channels-last k3s1 p1 (same-size pooling): backward rows in 9, 6 (borders) and 4 (corners) windows
     ((2, 9, 8, 40), dict(kernel=3, stride=1, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 9)),
+    # 1-d and 3-d channels-last: (N, L, C) and (N, D, H, W, C)
+    ((2, 51, 40), dict(kernel=3, stride=2, padding=1, axes=(1,)), (1, 1, 3), (1, 1, 2)),
+    ((2, 50, 37), dict(kernel=2, axes=(1,)), (1, 1, 2), (1, 1, 1)),
+    ((1, 5, 9, 8, 40), dict(kernel=2, padding=1, axes=(1, 2, 3)), (1, 1, 8), (1, 1, 1)),
 ]
 
 
