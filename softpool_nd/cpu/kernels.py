@@ -36,7 +36,10 @@ How to add a configuration class
    kernel from the direction's sweep factory (``_sweep_for``,
    ``_backward_sweep_for``, ``_tiled_sweep_for``) and units factory; a
    cell-major class whose rows are in several windows also names, in
-   ``_BACKWARD_UNITS``, the sweep for its rows in one.
+   ``_BACKWARD_UNITS``, the sweep for its rows in one and, where most of
+   the others are in a given part of them (channels-last k3s2: 4, 2 or 1),
+   the sweep for those and that number. A sweep takes at most 9 outer
+   cells or windows (``_walk.bases_for``).
 2. If ``forward_kernel`` / ``backward_kernel`` cannot tell the class from the
    loop table yet, teach them.
 3. Add a row to ``CLASSES`` in tests/test_cpu_kernels.py (that the class is
