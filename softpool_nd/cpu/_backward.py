@@ -278,11 +278,11 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep, sweep_part=_no
 
     Block cells of rows in ``windows`` outer windows take ``sweep``, those of
     rows in one window, in a class of more, ``sweep_one``, and those of rows
-    in ``part`` (channels-last k3s2, class 4: its rows along each of the two
-    outer axes alternate between two windows and one, so a row is in 4, 2 or
-    1) ``sweep_part`` (the general kernel has ``_no_cell_sweep`` for all);
-    all other cells, those next to clipped windows included, take
-    ``_cell_backward``.
+    in ``part`` ``sweep_part`` (channels-last k3s2, class 4: its rows along
+    each of the two outer axes alternate between two windows and one, so a
+    row is in 4, 2 or 1; k3s1 p1, class 9: 6 along a padded border) (the
+    general kernel has ``_no_cell_sweep`` for all); all other cells, those
+    next to clipped windows included, take ``_cell_backward``.
     """
 
     @_inlined
