@@ -72,6 +72,17 @@ CLASSES = [
     ((2, 3, 11, 70), dict(kernel=3, stride=2, padding=1), (3, 2, 3), (3, 2, 2)),
     ((2, 3, 71), dict(kernel=3, stride=2), None, (3, 2, 1)),
     ((2, 7, 9, 40), dict(kernel=2, axes=(1, 2)), (1, 1, 4), (1, 1, 1)),
+    # channels-last k3s2: padding clips the first window along both outer axes
+    # (rows of 6 and 4 cells: the per-window path); backward rows in 4, 2 and 1 windows
+    ((2, 13, 12, 40), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    ((2, 12, 13, 37), dict(kernel=3, stride=2, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2)), (1, 1, 9), (1, 1, 4)),
+    # channels-last k3s1 p1 (same-size pooling): backward rows in 9, 6 (borders) and 4 (corners) windows
+    ((2, 9, 8, 40), dict(kernel=3, stride=1, padding=1, axes=(1, 2)), (1, 1, 9), (1, 1, 9)),
+    # 1-d and 3-d channels-last: (N, L, C) and (N, D, H, W, C)
+    ((2, 51, 40), dict(kernel=3, stride=2, padding=1, axes=(1,)), (1, 1, 3), (1, 1, 2)),
+    ((2, 50, 37), dict(kernel=2, axes=(1,)), (1, 1, 2), (1, 1, 1)),
+    ((1, 5, 9, 8, 40), dict(kernel=2, padding=1, axes=(1, 2, 3)), (1, 1, 8), (1, 1, 1)),
 ]
 
 
@@ -352,3 +363,35 @@ def test_small_calls_run_on_the_calling_thread(monkeypatch):
     monkeypatch.setattr(backend, "SERIAL_BELOW", x.size)
     with pytest.raises(AssertionError, match="parallel driver ran"):
         softpool_nd.pool(x, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, kw",
+    [
+        ((2, 13, 12, 40), dict(kernel=3, stride=2, padding=1, axes=(1, 2))),
+        ((2, 12, 13, 37), dict(kernel=3, stride=2, padding=1, axes=(1, 2))),
+        ((2, 11, 12, 40), dict(kernel=3, stride=2, axes=(1, 2))),
+        ((2, 9, 8, 40), dict(kernel=3, stride=1, padding=1, axes=(1, 2))),
+    ],
+)
+def test_channels_last_k3_classes_give_the_bits_of_the_general_kernel(shape, kw, dtype):
+    # the strongest check of the (1, 1, 9) forward and (1, 1, 4) / (1, 1, 9) backward classes: every y, lse
+    # and grad_x the bits of the general kernel's, also with inf/NaN/huge cells and overflowing
+    # betas (a NaN as a NaN: the sign of a NaN made of inf - inf is not kept, as in every class)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=shape)
+    flat = x.reshape(-1)
+    idx = rng.choice(flat.size, size=(5, flat.size // 50), replace=False)
+    flat[idx[0]], flat[idx[1]], flat[idx[2]] = nan, inf, -inf
+    flat[idx[3]], flat[idx[4]] = np.finfo(dtype).max / 2, -np.finfo(dtype).max / 2
+    x = x.astype(dtype)
+    big = float(np.finfo(np.float64 if dtype == np.float64 else np.float32).max) / 2
+    for beta in (1.0, 0.0, -2.5, 1e-30, big, -big):
+        y, lse = softpool_nd.forward(x, beta=beta, **kw)
+        g = softpool_nd.backward(np.ones(y.shape, dtype), x, y=y, lse=lse, beta=beta, **kw)
+        for got, want in zip((y, lse, g), _run_general(x, kw, beta)):
+            nan_at = np.isnan(want)
+            np.testing.assert_array_equal(np.isnan(got), nan_at)
+            bits = np.dtype(f"u{got.dtype.itemsize}")
+            np.testing.assert_array_equal(got.view(bits)[~nan_at], want.view(bits)[~nan_at])

@@ -32,6 +32,11 @@ SWEEPS = [
     ((1, 2, 2, 2), dict(kernel=2), (2, 2, 4)),
     ((2, 3, 3), dict(kernel=3, stride=2), (3, 2, 3)),
     ((2, 2, 2), dict(kernel=2, axes=(1, 2)), (1, 1, 4)),
+    # channels-last k3 over two axes (a row of 3x3 cells), 1-d k2 and k3, 3-d k2
+    ((3, 3), dict(kernel=3, stride=2, axes=(0, 1)), (1, 1, 9)),
+    ((2, 2), dict(kernel=2, axes=(1,)), (1, 1, 2)),
+    ((2, 3), dict(kernel=3, stride=2, axes=(1,)), (1, 1, 3)),
+    ((2, 2, 2), dict(kernel=2, axes=(0, 1, 2)), (1, 1, 8)),
 ]
 
 
@@ -41,8 +46,9 @@ def test_forward_sweeps_give_the_per_window_bits_for_every_row_length(outer, kw,
     rng = np.random.default_rng(5)
     # n windows along the last axis (channels-last: n channels, at least 2, as
     # a single channel is no longer that class's layout)
-    for n in range(2 if cls == (1, 1, 4) else 1, 2 * LANES + 4):
-        cells = n if cls == (1, 1, 4) else kw["kernel"] + (n - 1) * kw.get("stride", kw["kernel"])
+    channels_last = cls[0] == 1
+    for n in range(2 if channels_last else 1, 2 * LANES + 4):
+        cells = n if channels_last else kw["kernel"] + (n - 1) * kw.get("stride", kw["kernel"])
         x = rng.normal(size=outer + (cells,))
         flat = x.reshape(-1)
         if n % 3 == 0:

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 import softpool_nd
+from softpool_nd._geometry import make_geometry
+from softpool_nd._loops import element_strides, loop_table
+from softpool_nd.cpu import kernels
 
 from configs import random_config
 
@@ -64,3 +67,28 @@ def test_cells_outside_every_window_get_zero_gradient():
     g = softpool_nd.backward(np.ones(3), x, kernel=2, stride=4)
     np.testing.assert_array_equal(g[[2, 3, 6, 7]], 0.0)
     assert np.all(g[[0, 1, 4, 5, 8, 9]] > 0)
+
+
+@pytest.mark.parametrize(
+    "kw, bwd_class",
+    [
+        (dict(kernel=3, stride=2, padding=1), (1, 1, 4)),
+        (dict(kernel=3, stride=2), (1, 1, 4)),
+        (dict(kernel=3, stride=1, padding=1), (1, 1, 9)),
+    ],
+)
+def test_exact_gradient_of_the_channels_last_k3_classes(kw, bwd_class):
+    # (N, H, W, C) pooled over H and W: the forward class (1, 1, 9) and the backward class
+    # (1, 1, 4) (k3s2: rows in 4, 2 and 1 windows) or (1, 1, 9) (k3s1 p1: 9, 6 and 4), which
+    # the random configurations above seldom reach; 17 channels, so that the sweeps run a
+    # whole step and a padded one
+    rng = np.random.default_rng(9)
+    kw = dict(kw, axes=(1, 2))
+    x = rng.normal(size=(1, 7, 6, 17))
+    gy = rng.normal(size=softpool_nd.output_shape(x.shape, **kw))
+    tab = loop_table(make_geometry(x.shape, **kw), element_strides(x), element_strides(gy))
+    assert kernels.forward_kernel(tab) is kernels._FORWARD_KERNELS[(1, 1, 9)]
+    assert kernels.backward_kernel(tab) is kernels._BACKWARD_KERNELS[bwd_class]
+    for beta in (1.0, -2.5):
+        analytic = softpool_nd.backward(gy, x, beta=beta, **kw)
+        np.testing.assert_allclose(analytic, _numeric_vjp(x.copy(), gy, beta, kw), rtol=1e-6, atol=1e-7)

@@ -117,6 +117,7 @@ _CASES = [
     ((2, 3, 9, 11), dict(kernel=3, stride=2)),  # cell-major class sweeps
     ((2, 3, 40), dict(kernel=2)),  # 1-d k2s2
     ((2, 8, 8, 3), dict(kernel=2, axes=(1, 2))),  # channels-last
+    ((2, 9, 8, 3), dict(kernel=3, stride=2, padding=1, axes=(1, 2))),  # channels-last k3s2
     ((2, 3, 7, 9), dict(kernel=3, stride=1, padding=1, dilation=(1, 2))),  # general kernels
 ]
 

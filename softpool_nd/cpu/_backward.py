@@ -20,8 +20,6 @@ from ._scalar import acc, exp_le0, store
 from ._walk import (
     BLOCK,
     LANES,
-    _base,
-    _bases,
     _block_cells,
     _clip,
     _containing,
@@ -31,6 +29,7 @@ from ._walk import (
     _next_unit,
     _row_geometry,
     _u,
+    bases_for,
 )
 
 #: The cell-major backward sweeps' step; their bodies are small enough for LLVM to unroll
@@ -223,6 +222,7 @@ def _backward_sweep_for(kc, sc, cc):
     path takes.
     """
     last = (kc - 1) // sc
+    cell_bases, base, top_of = bases_for(cc)
 
     @_inlined
     def step(gy, x, y, lse, xb, yb, bases, c0, cs, width, beta, exact, g):
@@ -237,18 +237,18 @@ def _backward_sweep_for(kc, sc, cc):
                     b = last - bb
                     if b * sc + u < kc:
                         for q in range(cc):
-                            at = _u(_base(q, bases) + yb + c - b)
+                            at = _u(base(q, bases) + yb + c - b)
                             y_w = acc(y[at], beta) if exact else z
                             gj += _term(v, z, acc(lse[at], beta), acc(gy[at], beta), y_w, beta, exact)
                 g[_u((c - c0) * sc + u)] = gj
 
     @_jit
     def sweep(gy, x, y, lse, gx, xb, gb, yb, offs, c0, c1, beta, exact, g):
-        bases = _bases(offs, cc)
-        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        bases = cell_bases(offs, cc)
+        top = top_of(bases)
         n = c1 - c0
         for q in range(cc):
-            if not _all_lse_ok(lse, _base(q, bases) + yb + c0 - last, _base(q, bases) + yb + c1, beta):
+            if not _all_lse_ok(lse, base(q, bases) + yb + c0 - last, base(q, bases) + yb + c1, beta):
                 return 0  # the per-cell path takes the windows that need it
         spare = min((x.size - xb) // sc, lse.size - top - yb) - c1
         steps = n // BACK_LANES
@@ -273,13 +273,16 @@ def _no_cell_sweep(gy, x, y, lse, gx, xb, gb, yb, offs, c0, c1, beta, exact, g):
     return 0
 
 
-def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
+def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep, sweep_part=_no_cell_sweep, part=0):
     """Backward over the work units [u0, u1) (see ``_cell_work``) for one configuration class.
 
     Block cells of rows in ``windows`` outer windows take ``sweep``, those of
-    rows in one window, in a class of more, ``sweep_one`` (the general kernel
-    has ``_no_cell_sweep`` for both); all other cells, those next to clipped
-    windows included, take ``_cell_backward``.
+    rows in one window, in a class of more, ``sweep_one``, and those of rows
+    in ``part`` ``sweep_part`` (channels-last k3s2, class 4: its rows along
+    each of the two outer axes alternate between two windows and one, so a
+    row is in 4, 2 or 1; k3s1 p1, class 9: 6 along a padded border) (the
+    general kernel has ``_no_cell_sweep`` for all); all other cells, those
+    next to clipped windows included, take ``_cell_backward``.
     """
 
     @_inlined
@@ -308,6 +311,8 @@ def _backward_units_for(sweep, windows, sweep_one=_no_cell_sweep):
                 done = sweep(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
             elif count == 1 and c1 > c0:
                 done = sweep_one(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
+            elif count == part and c1 > c0:
+                done = sweep_part(gy, x, y, lse, gx, x0 + xbase + j0, gbase + j0, oa, offs, c0, c1, beta, exact, gbuf)
             ca = max(ja, j0 + c0 * Si)
             cb = max(ca, min(jb, j0 + c1 * Si))
             first = 0 if bi == 0 else ca

@@ -25,8 +25,6 @@ from ._scalar import acc, exp_le0, log_ge1, mul_nc, store
 from ._walk import (
     BLOCK,
     LANES,
-    _base,
-    _bases,
     _clip,
     _first_window_unit,
     _interior,
@@ -34,6 +32,7 @@ from ._walk import (
     _next_window_unit,
     _row_geometry,
     _u,
+    bases_for,
     borrowed,
     keep_alive,
     wide_vectors,
@@ -158,7 +157,7 @@ def _window(x, first, offs, count, lo, hi, d, xs, beta):
 
 
 def _sweep_for(k, s, count):
-    """The forward sweep for kernel k, stride s and ``count`` (<= 4) outer cells, all constants.
+    """The forward sweep for kernel k, stride s and ``count`` (<= 9) outer cells, all constants.
 
     It reduces the n unclipped windows of a block of each of ``rows`` rows,
     unit strides: window o of row r has the cells xb + r*sx + offs[q] + o*s + i
@@ -183,6 +182,7 @@ def _sweep_for(k, s, count):
     with gathers, which 512-bit vectors do not help.
     """
     mark = wide_vectors if k == s else _no_mark
+    cell_bases, base, top_of = bases_for(count)
     # batches of rows only for tilings: with overlapping windows (k3s2, whose
     # step loads by gathers) a row is long work already, and the batch's
     # loop over rows cost 3-6% there
@@ -196,9 +196,9 @@ def _sweep_for(k, s, count):
             o = o0 + j
             # the first cell seeds the maximum; loaded like the others (one
             # interleaved vector load), not on its own (a gather)
-            ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
+            ms = sgn * acc(x[_u(xb + base(0, bases) + o * s)], beta)
             for q in range(count):
-                b = xb + _base(q, bases) + o * s
+                b = xb + base(q, bases) + o * s
                 for i in range(k):
                     if q + i > 0:
                         v = sgn * acc(x[_u(b + i)], beta)
@@ -209,7 +209,7 @@ def _sweep_for(k, s, count):
             ssum = zero
             tsum = zero
             for q in range(count):
-                b = xb + _base(q, bases) + o * s
+                b = xb + base(q, bases) + o * s
                 for i in range(k):
                     v = acc(x[_u(b + i)], beta)
                     e = _weight(v, m, beta)
@@ -233,9 +233,9 @@ def _sweep_for(k, s, count):
             # the maximum as in ``step``, written out again: as a shared inlined
             # function it kept LLVM from vectorising both loops (zmm instructions
             # of forward class (1, 1, 4) float32: 333 -> 37)
-            ms = sgn * acc(x[_u(xb + _base(0, bases) + o * s)], beta)
+            ms = sgn * acc(x[_u(xb + base(0, bases) + o * s)], beta)
             for q in range(count):
-                b = xb + _base(q, bases) + o * s
+                b = xb + base(q, bases) + o * s
                 for i in range(k):
                     if q + i > 0:
                         v = sgn * acc(x[_u(b + i)], beta)
@@ -245,7 +245,7 @@ def _sweep_for(k, s, count):
             ssum = zero
             tsum = zero
             for q in range(count):
-                b = xb + _base(q, bases) + o * s
+                b = xb + base(q, bases) + o * s
                 for i in range(k):
                     d = _finite_diff(acc(x[_u(b + i)], beta), mh)
                     e = exp_le0(d * b2)
@@ -262,8 +262,8 @@ def _sweep_for(k, s, count):
     def sweep(x, y, lse, xb, offs, yb, n, rows, sx, sy, beta, with_lse, scratch):
         mark()
         rows = rows if tiles else 1
-        bases = _bases(offs, count)
-        top = max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+        bases = cell_bases(offs, count)
+        top = top_of(bases)
         pad = (LANES - n % LANES) % LANES
         # the spare cells after the batch's last row (its first for sx < 0)
         spare = (x.size - (xb + max(0, (rows - 1) * sx) + top + (n - 1) * s + k)) // s

@@ -317,6 +317,46 @@ def _base(q, bases):
 
 
 @_jit
+def _bases9(offs, count):
+    """``_bases`` for classes of five to nine outer cells (a 3x3 window over two outer axes): nine entries."""
+    last = count - 1
+    return _bases(offs, count) + (
+        offs[min(4, last)],
+        offs[min(5, last)],
+        offs[min(6, last)],
+        offs[min(7, last)],
+        offs[min(8, last)],
+    )
+
+
+@_jit
+def _base9(q, bases):
+    """``_base`` over ``_bases9``'s nine entries."""
+    if q < 4:
+        return _base(q, bases)
+    return bases[4] if q == 4 else bases[5] if q == 5 else bases[6] if q == 6 else bases[7] if q == 7 else bases[8]
+
+
+def bases_for(cells):
+    """(bases, base, top) for a sweep of ``cells`` (at most 9) outer cells: ``_bases``/``_base`` up to four,
+    ``_bases9``/``_base9`` beyond (the classes of at most four keep their code), and ``top``, the largest
+    of the bases (how far a step reaches into x)."""
+    if cells > 9:
+        raise ValueError(f"a sweep takes at most 9 outer cells, not {cells}")
+    return (_bases, _base, _top4) if cells <= 4 else (_bases9, _base9, _top9)
+
+
+@_jit
+def _top4(bases):
+    return max(max(bases[0], bases[1]), max(bases[2], bases[3]))
+
+
+@_jit
+def _top9(bases):
+    return max(_top4(bases[:4]), max(max(bases[4], bases[5]), max(max(bases[6], bases[7]), bases[8])))
+
+
+@_jit
 def _offsets_scratch(n):
     """A thread's offsets (or row multi-index) array, rewritten for every row.
 

@@ -36,7 +36,10 @@ How to add a configuration class
    kernel from the direction's sweep factory (``_sweep_for``,
    ``_backward_sweep_for``, ``_tiled_sweep_for``) and units factory; a
    cell-major class whose rows are in several windows also names, in
-   ``_BACKWARD_UNITS``, the sweep for its rows in one.
+   ``_BACKWARD_UNITS``, the sweep for its rows in one and, where most of
+   the others are in a given part of them (channels-last k3s2: 4, 2 or 1),
+   the sweep for those and that number. A sweep takes at most 9 outer
+   cells or windows (``_walk.bases_for``).
 2. If ``forward_kernel`` / ``backward_kernel`` cannot tell the class from the
    loop table yet, teach them.
 3. Add a row to ``CLASSES`` in tests/test_cpu_kernels.py (that the class is
@@ -110,8 +113,11 @@ def _class_kernel(direction, units, work, scratch, name):
 
 #: Configuration classes with a kernel of their own, as (kernel, stride, outer
 #: cells) of the innermost dimension on unit strides: k2s2 over 1, 2 and 3
-#: axes, k3s2 over 2, and 2-d channels-last (kernel 1 innermost, 2x2 outer).
-FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4))
+#: axes, k3s2 over 2, and channels-last (kernel 1 innermost): 2-d k2 (2x2
+#: outer cells) and k3 (3x3: k3s2 and k3s1, where rows along a padded border,
+#: 3x2, take the per-window path), 1-d k2 and k3, 3-d k2 (2x2x2). Without a
+#: class, channels-last pooling ran 10-18x slower than with one (one thread).
+FAST_FORWARD = ((2, 2, 1), (2, 2, 2), (2, 2, 4), (3, 2, 3), (1, 1, 4), (1, 1, 9), (1, 1, 2), (1, 1, 3), (1, 1, 8))
 #: Scratch of the forward sweeps: max, weight sum and result of a block's
 #: windows, whose last step may be padded.
 _FORWARD_SCRATCH = (3, BLOCK + LANES)
@@ -143,10 +149,15 @@ def forward_kernel(tab):
 
 #: Configuration classes with a kernel of their own, as (kernel, stride,
 #: windows per cell along the outer dimensions) on unit strides: k2s2 of any
-#: rank, channels-last (kernel 1 innermost), k3s2 over one axis, and k3s2 over
-#: two, whose rows alternate between two windows and one.
-FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2))
-_back_221, _back_111, _back_321, _back_322 = (_backward_sweep_for(*key) for key in FAST_BACKWARD)
+#: rank, channels-last (kernel 1 innermost), k3s2 over one axis, k3s2 over
+#: two, whose rows alternate between two windows and one, and channels-last
+#: k3s2 over one axis (rows in 2 windows or 1) and two (4, 2 or 1) and k3s1
+#: over two (9, and 6 along a padded border).
+FAST_BACKWARD = ((2, 2, 1), (1, 1, 1), (3, 2, 1), (3, 2, 2), (1, 1, 4), (1, 1, 9), (1, 1, 2))
+_back_221, _back_111, _back_321, _back_322, _back_114, _back_119, _back_112 = (
+    _backward_sweep_for(*key) for key in FAST_BACKWARD
+)
+_back_116 = _backward_sweep_for(1, 1, 6)
 #: Each class's units: (sweep for rows in the class's number of windows, that
 #: number) and, for a class of more than one, the sweep for rows in one.
 _BACKWARD_UNITS = {
@@ -154,6 +165,9 @@ _BACKWARD_UNITS = {
     (1, 1, 1): (_back_111, 1),
     (3, 2, 1): (_back_321, 1),
     (3, 2, 2): (_back_322, 2, _back_321),
+    (1, 1, 4): (_back_114, 4, _back_111, _back_112, 2),
+    (1, 1, 9): (_back_119, 9, _no_cell_sweep, _back_116, 6),
+    (1, 1, 2): (_back_112, 2, _back_111),
 }
 #: Scratch of the cell-major sweeps: the gradients of a block's cells, at most
 #: two (the stride) per window, whose last step may be padded.
