@@ -146,5 +146,5 @@ def test_gpu_check_compile_step_warms_every_cpu_call_of_the_sweep(monkeypatch, g
     gpu_check._warm_cpu(quick=True)
     cases = [(x.tobytes(), beta, repr(kw)) for _, _, kw, beta, x, *_ in gpu_check._sweep(quick=True)]
     cases += [(x.tobytes(), beta, repr(kw)) for _, kw, beta, x, _ in gpu_check._overflows()]
-    assert sorted(seen) == sorted(cases) and len(cases) == 40 + 25
+    assert sorted(seen) == sorted(cases) and len(cases) == 40 + 6 * 5  # test_numerics: 6 cases x 5 overflows
     assert list(gpu_check.STEPS)[0] == "compile"  # before any step that would compile on first use
