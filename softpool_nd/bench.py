@@ -612,7 +612,11 @@ def measure(quick: bool = False, threads: int = 2) -> list[Row]:
         # what a user gains by setting OMP_WAIT_POLICY=PASSIVE: torch's workers sleep after each operation
         passive = [r for r in training_rows(shapes, layouts, rounds) if r.key.startswith("training_compiled")]
         rows += [
-            replace(r, key="training_passive" + r.key[17:], label=r.label + ", OMP_WAIT_POLICY=PASSIVE")
+            replace(
+                r,
+                key=r.key.replace("training_compiled", "training_passive"),
+                label=r.label + ", OMP_WAIT_POLICY=PASSIVE",
+            )
             for r in passive
         ]
 

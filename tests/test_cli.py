@@ -410,3 +410,28 @@ def test_ssim_in_row_bands_equals_whole_image(monkeypatch):
     monkeypatch.setattr(metrics, "_BAND_ELEMENTS", 3 * 23 * 4)  # 4 output rows per band, last band shorter
     assert ssim(x, y) == pytest.approx(whole, rel=1e-13)
     assert ssim(x[..., 0], y[..., 0]) == pytest.approx(_ssim_direct(x[..., 0], y[..., 0]), rel=1e-12)
+
+
+def test_timeit_interleaved_runs_before_ahead_of_every_timed_call_untimed():
+    from softpool_nd import bench
+
+    log = []
+    t = bench.timeit_interleaved(
+        {"a": lambda: log.append("a"), "b": lambda: log.append("b")}, rounds=3, before=lambda: log.append("-")
+    )
+    # one untimed warm-up call each, then every timed call right after a call of before
+    assert log == ["a", "b"] + ["-", "a", "-", "b"] * 3 and set(t) == {"a", "b"}
+
+
+def test_training_rows_by_default_get_the_callers_wait_policy(monkeypatch):
+    # the fresh process of the training rows gets the policy the caller had before use_passive_wait_policy
+    from softpool_nd import bench
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(bench, "_PASSIVE_SET", [True])
+    monkeypatch.setattr(bench, "CALLER_WAIT_POLICY", None)
+    assert "OMP_WAIT_POLICY" not in bench._caller_env()
+    monkeypatch.setattr(bench, "CALLER_WAIT_POLICY", "ACTIVE")
+    assert bench._caller_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.setattr(bench, "_PASSIVE_SET", [])  # the caller chose PASSIVE itself: kept
+    assert bench._caller_env()["OMP_WAIT_POLICY"] == "PASSIVE"
